@@ -1,0 +1,176 @@
+"""Load installed store models into memory, once per (model, device, attention implementation).
+
+``load_model("smollm2-135m-instruct")`` returns a ``Model``: the torch module, its tokenizer, its
+card and where it runs. Loaded models are cached in this process and are safe to share between
+threads for inference (each call builds its own KV cache); anything that mutates the module
+(hooks, ablation) must hold ``model.lock``.
+
+Never ``trust_remote_code``; weights load from safetensors only.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .catalog import ModelCard
+from .errors import IntegrityError, UnsupportedModelError, WorkbenchError
+from .store import Store
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+_CACHE: dict[tuple[str, str, str], "Model"] = {}
+_CACHE_LOCK = threading.Lock()
+_LOAD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+transformers.logging.set_verbosity_error()
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'. Asking for CUDA without one fails."""
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WorkbenchError("CUDA was asked for but torch sees no GPU here; pick device 'cpu'.")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise WorkbenchError(f"Unknown device '{device}': use auto, cpu or cuda.")
+    return device
+
+
+def available_devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op CPU threads (process-wide); returns the count in force."""
+    if threads:
+        if threads < 1:
+            raise WorkbenchError("Threads must be at least 1.")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(eq=False)
+class Model:
+    """A loaded store model. ``generate``/``stream`` are the notebook-friendly entry points."""
+
+    card: ModelCard
+    module: torch.nn.Module
+    tokenizer: object
+    device: str
+    attn_implementation: str
+    path: Path
+    load_seconds: float
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+    @property
+    def config(self):
+        return self.module.config
+
+    @property
+    def context_length(self) -> int:
+        text = getattr(self.config, "text_config", None) or self.config
+        limit = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+        return int(min(limit or self.card.context_length, self.card.context_length or limit))
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (getattr(self.module, "generation_config", None), self.config, self.tokenizer):
+            eos = getattr(source, "eos_token_id", None)
+            if isinstance(eos, int):
+                ids.add(eos)
+            elif isinstance(eos, (list, tuple)):
+                ids.update(int(e) for e in eos)
+        return ids
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def generate(self, prompt: str | list[dict] = "", **settings):
+        """Generate text; ``settings`` are ``GenerationConfig`` fields. Returns a result."""
+        from .generation import generate
+
+        return generate(self, prompt, **settings)
+
+    def stream(self, prompt: str | list[dict] = "", **settings):
+        """A ``Generation``: iterate it for text pieces, then read ``.result``."""
+        from .generation import Generation
+
+        return Generation(self, prompt, **settings)
+
+
+def _load(card: ModelCard, path: Path, device: str, attn: str) -> Model:
+    from .convert import check_hf_dir
+
+    check_hf_dir(path)
+    start = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        module = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch.float32,
+            attn_implementation=attn,
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise IntegrityError(
+            f"Could not load '{card.id}' from {path}: {err}. The files may be damaged: run "
+            f"`workbench store verify {card.id}`, then reinstall with `--force`."
+        ) from err
+    module.eval().to(device)
+    return Model(card, module, tokenizer, device, attn, path, time.perf_counter() - start)
+
+
+def load_model(
+    name: str,
+    *,
+    store: Store | None = None,
+    device: str = "auto",
+    attn_implementation: str = "sdpa",
+    threads: int | None = None,
+) -> Model:
+    """Load an installed model (cached). ``attn_implementation='eager'`` returns attention maps."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise UnsupportedModelError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}.")
+    store = store or Store()
+    card = store.card(name)
+    path = store.path(card.id)
+    device = resolve_device(device)
+    set_threads(threads)
+    key = (str(path), device, attn_implementation)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        load_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    with load_lock:  # two sessions asking at once load it once
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+        model = _load(card, path, device, attn_implementation)
+        with _CACHE_LOCK:
+            _CACHE[key] = model
+        return model
+
+
+def unload(name: str | None = None) -> None:
+    """Drop cached models (all, or those of one model id) so a reinstall is picked up."""
+    with _CACHE_LOCK:
+        for key in [k for k, m in _CACHE.items() if name is None or m.card.id == name]:
+            del _CACHE[key]
