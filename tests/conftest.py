@@ -1,0 +1,64 @@
+"""Shared fixtures. Every test gets its own empty store (``WORKBENCH_HOME`` in a temp dir) and
+the Hugging Face hub switched off, so no test touches the user's store or the network."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+
+import tiny_models  # noqa: E402
+
+TINY_KINDS = ("gpt2", "llama", "gemma3")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    home = tmp_path / "workbench-home"
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Saved HF folders of the tiny models, built once per test session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {kind: tiny_models.build(kind, root / kind) for kind in TINY_KINDS}
+
+
+@pytest.fixture
+def tiny_store(isolated_home, tiny_model_dirs):
+    """A fresh store with the tiny models added as custom models ``tiny-gpt2``, ``tiny-llama``
+    (chat template) and ``tiny-gemma3``, installed."""
+    from workbench import loading
+    from workbench.store import Store
+
+    store = Store(isolated_home)
+    for kind, path in tiny_model_dirs.items():
+        store.add(f"tiny-{kind}", local_dir=path, name=f"Tiny {kind}")
+    # tiny-llama has a chat template: let the store know it can chat
+    card = store.cards_dir / "tiny-llama.toml"
+    card.write_text(card.read_text().replace('capabilities = ["generate"', 'capabilities = ["chat", "generate"'))
+    store.catalog.reload()
+    yield store
+    loading.unload()
+
+
+@pytest.fixture(scope="session")
+def real_store(tmp_path_factory):
+    """A store with the real default model installed from its real source (slow tests only).
+    ``WORKBENCH_REAL_HOME`` points it at a folder kept between runs (exports are cached there)."""
+    from workbench.store import Store
+
+    home = os.environ.get("WORKBENCH_REAL_HOME") or str(tmp_path_factory.mktemp("real-home"))
+    store = Store(home)
+    store.install("smollm2-135m-instruct")
+    return store
