@@ -89,8 +89,3 @@ def sidebar(capability: str = "generate") -> Selection:
 def show_error(err: WorkbenchError) -> None:
     st.error(str(err), icon="⚠️")
 
-
-def prob_color(p: float) -> str:
-    """Background colour for a token with probability ``p``: red (unlikely) to green (likely)."""
-    hue = int(120 * max(0.0, min(1.0, p)))
-    return f"hsl({hue}, 75%, 85%)"

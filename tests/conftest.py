@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
 
 import tiny_models  # noqa: E402
+from helpers import ROOT, make_tiny_store  # noqa: E402,F401
 
 TINY_KINDS = ("gpt2", "llama", "gemma3")
 
@@ -36,19 +35,10 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def tiny_store(isolated_home, tiny_model_dirs):
-    """A fresh store with the tiny models added as custom models ``tiny-gpt2``, ``tiny-llama``
-    (chat template) and ``tiny-gemma3``, installed."""
+    """A fresh store with the tiny models installed (see ``make_tiny_store``)."""
     from workbench import loading
-    from workbench.store import Store
 
-    store = Store(isolated_home)
-    for kind, path in tiny_model_dirs.items():
-        store.add(f"tiny-{kind}", local_dir=path, name=f"Tiny {kind}")
-    # tiny-llama has a chat template: let the store know it can chat
-    card = store.cards_dir / "tiny-llama.toml"
-    card.write_text(card.read_text().replace('capabilities = ["generate"', 'capabilities = ["chat", "generate"'))
-    store.catalog.reload()
-    yield store
+    yield make_tiny_store(isolated_home, tiny_model_dirs)
     loading.unload()
 
 

@@ -1,0 +1,121 @@
+"""Store page: the catalog as cards; install with live progress, remove, verify; add your own."""
+import streamlit as st
+
+from pages._shared import forget_model, get_store, show_error, sidebar
+from workbench.errors import WorkbenchError
+from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
+
+sidebar("generate")
+store = get_store()
+st.title("Model store")
+st.caption(
+    f"Installed weights live in `{store.models_dir}` (set `WORKBENCH_HOME` to move them). "
+    "Every file is checked against the sha256 pinned in its card."
+)
+
+BADGE = {
+    INSTALLED: ":green-badge[installed]",
+    AVAILABLE: ":blue-badge[available]",
+    NEEDS_NETWORK: ":orange-badge[needs network]",
+    DAMAGED: ":red-badge[damaged]",
+}
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def with_progress(label: str, action):
+    """Run ``action(progress)`` inside a live status box; errors are shown, not raised."""
+    with st.status(label, expanded=True) as status:
+        bar = st.progress(0.0, text="starting…")
+        try:
+            out = action(lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
+        except WorkbenchError as err:
+            status.update(label=f"{label} failed", state="error")
+            show_error(err)
+            return None
+        status.update(label=f"{label}: done", state="complete", expanded=False)
+        return out
+
+
+def speeds(model_id: str) -> dict:
+    try:
+        from workbench.bench import measured_speeds
+    except ImportError:  # the latency lab is optional at import time
+        return {}
+    return measured_speeds(store, model_id)
+
+
+entries = store.list()
+cols = st.columns(2)
+for i, entry in enumerate(entries):
+    card = entry.card
+    with cols[i % 2].container(border=True, key=f"card_{card.id}".replace(".", "_")):
+        st.markdown(f"#### {card.name}  {BADGE.get(entry.status, entry.status)}")
+        st.markdown(" ".join(f":gray-badge[{t}]" for t in card.tags) or " ")
+        a, b, c, d = st.columns(4)
+        a.metric("Parameters", f"{card.parameters / 1e6:.0f}M")
+        b.metric("Layers × heads", f"{card.layers} × {card.heads}")
+        c.metric("Context", f"{card.context_length:,}")
+        d.metric("On disk", human(entry.size_bytes) if entry.size_bytes else "—")
+        st.caption(f"`{card.id}` · {card.architecture} · licence: {card.license}")
+        st.write(card.description)
+        st.caption("Source: " + "; ".join(s.describe() for s in card.sources))
+        measured = speeds(card.id)
+        if measured:
+            st.caption("Measured here: " + " · ".join(f"{b} {v:.1f} tok/s" for b, v in measured.items()))
+        if entry.problem:
+            st.warning(f"Damaged: {entry.problem}. Reinstall to repair it.")
+        b1, b2, b3 = st.columns(3)
+        if entry.status in (AVAILABLE, NEEDS_NETWORK, DAMAGED):
+            label = "Reinstall" if entry.status == DAMAGED else "Install"
+            if b1.button(label, key=f"install_{card.id}", type="primary",
+                         disabled=entry.status == NEEDS_NETWORK,
+                         help="needs a connection to the Hugging Face hub" if entry.status == NEEDS_NETWORK else None):
+                done = with_progress(
+                    f"Installing {card.name}",
+                    lambda p: store.install(card.id, progress=p, force=entry.status == DAMAGED),
+                )
+                if done:
+                    forget_model(card.id)
+                    st.rerun()
+        if entry.status in (INSTALLED, DAMAGED):
+            if b2.button("Verify", key=f"verify_{card.id}"):
+                report = with_progress(f"Verifying {card.name}", lambda p: store.verify(card.id, progress=p))
+                if report and report.ok:
+                    st.success(f"All {report.checked} files match the manifest.")
+                elif report:
+                    st.error("Damaged: " + "; ".join(report.problems) + ". Reinstall to repair.")
+            if b3.button("Remove", key=f"remove_{card.id}"):
+                forget_model(card.id)
+                store.remove(card.id)
+                st.rerun()
+
+st.divider()
+st.subheader("Add your own model")
+with st.form("add_model", border=True):
+    kind = st.radio("Source", ["Local folder (safetensors)", "Local GGUF file", "Hugging Face hub id"],
+                    horizontal=True, key="add_kind")
+    model_id = st.text_input("Id in the store", placeholder="my-model", key="add_id")
+    location = st.text_input("Folder, file or hub id", placeholder="/path/to/model", key="add_location")
+    name = st.text_input("Display name (optional)", key="add_name")
+    submitted = st.form_submit_button("Add and install", type="primary")
+if submitted:
+    where = location.strip()
+    args = {
+        "Local folder (safetensors)": {"local_dir": where},
+        "Local GGUF file": {"gguf": where},
+        "Hugging Face hub id": {"hub": where},
+    }[kind]
+    card = with_progress(
+        f"Adding {model_id or '?'}",
+        lambda p: store.add(model_id.strip(), name=name.strip() or None, progress=p, **args),
+    )
+    if card:
+        st.success(f"Added {card.id}. It is now in the model picker.")
+        st.rerun()

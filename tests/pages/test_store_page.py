@@ -1,0 +1,46 @@
+"""Store page through streamlit.testing."""
+import shutil
+
+
+def test_lists_every_card_with_status(open_page):
+    at = open_page("pages/store.py")
+    text = " ".join(m.value for m in at.markdown)
+    for name in ("SmolLM2 135M Instruct", "Gemma 3 270M", "GPT-2 (124M)", "Tiny gpt2"):
+        assert name in text
+    assert "needs network" in text and "installed" in text
+
+
+def test_remove_then_install_a_local_model(open_page, tiny_store):
+    at = open_page("pages/store.py")
+    at.button(key="remove_tiny-gpt2").click().run()
+    assert not tiny_store.is_installed("tiny-gpt2")
+    at.button(key="install_tiny-gpt2").click().run()
+    assert not at.exception
+    assert tiny_store.is_installed("tiny-gpt2")
+
+
+def test_damaged_entry_is_flagged_and_verify_names_the_file(open_page, tiny_store):
+    (tiny_store.path("tiny-gemma3") / "model.safetensors").unlink()
+    at = open_page("pages/store.py")
+    assert any("model.safetensors is missing" in w.value for w in at.warning)
+    at.button(key="verify_tiny-gemma3").click().run()
+    assert any("missing" in e.value for e in at.error)
+
+
+def test_add_custom_model_with_bad_path_explains(open_page, tmp_path):
+    at = open_page("pages/store.py")
+    at.text_input(key="add_id").set_value("mine")
+    at.text_input(key="add_location").set_value(str(tmp_path / "nowhere"))
+    at.button[-1].click().run()  # the form's submit button
+    assert not at.exception
+    assert any("config.json" in e.value for e in at.error)
+
+
+def test_add_custom_model_from_a_folder(open_page, tiny_model_dirs, tiny_store):
+    at = open_page("pages/store.py")
+    at.text_input(key="add_id").set_value("my-gpt2")
+    at.text_input(key="add_location").set_value(str(tiny_model_dirs["gpt2"]))
+    at.button[-1].click().run()
+    assert not at.exception
+    tiny_store.catalog.reload()
+    assert tiny_store.is_installed("my-gpt2")
