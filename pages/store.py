@@ -29,6 +29,10 @@ def human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def count(n: int) -> str:
+    return f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
 def with_progress(label: str, action):
     """Run ``action(progress)`` inside a live status box; errors are shown, not raised."""
     with st.status(label, expanded=True) as status:
@@ -58,11 +62,11 @@ for i, entry in enumerate(entries):
     with cols[i % 2].container(border=True, key=f"card_{card.id}".replace(".", "_")):
         st.markdown(f"#### {card.name}  {BADGE.get(entry.status, entry.status)}")
         st.markdown(" ".join(f":gray-badge[{t}]" for t in card.tags) or " ")
-        a, b, c, d = st.columns(4)
-        a.metric("Parameters", f"{card.parameters / 1e6:.0f}M")
-        b.metric("Layers × heads", f"{card.layers} × {card.heads}")
-        c.metric("Context", f"{card.context_length:,}")
-        d.metric("On disk", human(entry.size_bytes) if entry.size_bytes else "—")
+        st.markdown(
+            f"**{count(card.parameters)}** parameters · **{card.layers} × {card.heads}** layers × heads"
+            f" · **{card.context_length:,}** context · "
+            + (f"**{human(entry.size_bytes)}** on disk" if entry.size_bytes else "not on disk")
+        )
         st.caption(f"`{card.id}` · {card.architecture} · licence: {card.license}")
         st.write(card.description)
         st.caption("Source: " + "; ".join(s.describe() for s in card.sources))

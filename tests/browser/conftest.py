@@ -27,9 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-SHOTS = Path(os.environ.get("WORKBENCH_SHOTS", ROOT / "artifacts" / "screenshots"))
 
-pytestmark = pytest.mark.browser
+
 
 
 def _free_port() -> int:
@@ -114,17 +113,3 @@ def page(browser):
     yield pg
     context.close()
     assert pg.external_requests == [], f"the app reached outside this machine: {pg.external_requests}"
-
-
-def wait_idle(pg, timeout: float = 60_000) -> None:
-    """Wait until Streamlit has finished the current rerun."""
-    pg.wait_for_timeout(300)
-    pg.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
-    pg.wait_for_timeout(200)
-
-
-def shot(locator_or_page, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    locator_or_page.screenshot(path=str(path))
-    return path

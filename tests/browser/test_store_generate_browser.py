@@ -1,0 +1,42 @@
+"""Store and Generate in headless Chromium against `streamlit run app.py`, network blocked."""
+from browser_util import shot, wait_idle
+
+
+def test_generate_streams_and_colours_tokens(app_url, page):
+    page.goto(app_url)
+    wait_idle(page)
+    page.get_by_role("heading", name="Generate").wait_for()
+    prompt = page.get_by_label("Prompt")
+    prompt.fill("Once upon a time")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    wait_idle(page)
+    page.locator(".wb-tokens .wb-tok").first.wait_for()
+    assert page.locator(".wb-tokens .wb-tok").count() > 0
+    assert page.get_by_text("Time to first token").is_visible()
+    shot(page.locator('[data-testid="stMain"]'), "generate")
+
+
+def test_script_in_prompt_is_text(app_url, page):
+    page.goto(app_url)
+    wait_idle(page)
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.get_by_label("Prompt").fill("</script><script>alert(1)</script><b>bold</b>")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    wait_idle(page)
+    page.locator(".wb-tokens").first.wait_for()
+    assert dialogs == []
+
+
+def test_store_page_remove_and_install(app_url, page):
+    page.goto(app_url + "/store")
+    wait_idle(page)
+    page.get_by_role("heading", name="Model store").wait_for()
+    card = page.locator(".st-key-card_tiny-gemma3")
+    card.get_by_role("button", name="Remove").click()
+    wait_idle(page)
+    card = page.locator(".st-key-card_tiny-gemma3")
+    card.get_by_role("button", name="Install").click()
+    wait_idle(page)
+    page.locator(".st-key-card_tiny-gemma3").get_by_text("installed").first.wait_for()
+    shot(page.locator('[data-testid="stMain"]'), "store")
