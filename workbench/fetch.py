@@ -146,12 +146,19 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return ok
 
 
+def _hub_cache_dir() -> str | None:
+    """Read at call time (huggingface_hub reads its env only once, at import)."""
+    return os.environ.get("HF_HUB_CACHE") or None
+
+
 def hub_cached(source: Source) -> bool:
     """True if the local Hugging Face cache already holds every file of the source."""
     from huggingface_hub import try_to_load_from_cache
 
     for name, _ in source.files:
-        found = try_to_load_from_cache(source.repo, name, revision=source.revision)
+        found = try_to_load_from_cache(
+            source.repo, name, revision=source.revision, cache_dir=_hub_cache_dir()
+        )
         if not isinstance(found, str):
             return False
     return True
@@ -176,7 +183,7 @@ def fetch_hub(source: Source, dest: Path, progress: Progress = _quiet) -> dict[s
         try:
             cached = hf_hub_download(
                 source.repo, name, revision=source.revision, local_files_only=offline,
-                etag_timeout=10,
+                etag_timeout=10, cache_dir=_hub_cache_dir(),
             )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
             raise SourceUnavailableError(
