@@ -22,6 +22,8 @@ class Keys:
     threads = "wb_threads"
     last_generation = "wb_last_generation"  # GenerationResult of the Generate page
     chat = "wb_chat"  # list of {"role", "content"} messages
+    attention = "wb_attention"  # AttentionResult shown on the Attention page
+    attention_generation = "wb_attention_generation"  # (GenerationResult, GenerationAttention)
 
 
 @st.cache_resource(show_spinner=False)

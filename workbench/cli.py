@@ -14,7 +14,7 @@ from .errors import WorkbenchError
 from .store import Store
 
 # Modules that add their own sub-commands: each defines ``add_cli(subparsers)``.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("workbench.attention_cli",)
 
 
 class TerminalProgress:
