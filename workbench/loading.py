@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
 
 from .catalog import ModelCard
 from .errors import IntegrityError, UnsupportedModelError, WorkbenchError
@@ -28,6 +28,7 @@ _CACHE: dict[tuple[str, str, str], "Model"] = {}
 _CACHE_LOCK = threading.Lock()
 _LOAD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
 transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
 
 
 def resolve_device(device: str = "auto") -> str:
