@@ -47,6 +47,34 @@ def show_metrics(result) -> None:
     )
 
 
+def explain(result) -> None:
+    """Teaching note, with this generation's own numbers."""
+    n = len(result.prompt_ids)
+    with st.expander("How this was generated: prefill, decode, the KV cache, sampling"):
+        st.markdown(
+            f"""
+**Prefill.** The prompt's {n} tokens went through the network in one forward pass
+({result.prefill_ms:.0f} ms here). Every layer computed, for every prompt token, a *key* and a
+*value* vector per attention head, and the last position's output gave the probabilities of the
+first new token.
+
+**Decode.** Each further token needs one more forward pass, for that one token only
+({result.decode_ms_per_token:.0f} ms per token here). Its query attends to the keys and values of
+all earlier tokens, which were kept from before: that store is the **KV cache**. Without it, every
+step would re-run the whole prefix, so the *t*-th token would cost a forward over *t* tokens;
+with it, a step costs one token's worth of matrix multiplies plus reading the cache. On a CPU a
+decode step mostly waits on memory, since all the weights are read once per token.
+
+**Choosing the token.** The network outputs one score (logit) per vocabulary entry; softmax turns
+them into probabilities. *Greedy* takes the most likely token. *Sampling* divides the logits by
+the temperature (below 1 sharpens, above 1 flattens), keeps the top-k tokens and the smallest set
+whose probabilities add up to top-p, and draws one at random with the seed, so the same seed gives
+the same text. The colours above show the model's own probability of each token before any of
+that reshaping.
+"""
+        )
+
+
 def show_tokens(result, key: str) -> None:
     if not result.tokens:
         st.info("The model stopped at once (its first token was end-of-text).")
@@ -82,6 +110,7 @@ if mode == "Prompt":
     if last is not None and last.model == sel.model_id and not last.config.chat:
         show_metrics(last)
         show_tokens(last, "gen")
+        explain(last)
 
 elif mode == "Chat":
     if not card.can("chat"):
