@@ -217,6 +217,13 @@ def fetch_local_dir(source: Source, dest: Path, progress: Progress = _quiet) -> 
             )
         raise SourceUnavailableError(f"{src} holds no *.safetensors weights.")
     files = weights + [src / n for n in HF_METADATA if (src / n).is_file()]
+    root = src.resolve()
+    for path in files:
+        if not path.resolve().is_relative_to(root):
+            raise UnsupportedModelError(
+                f"{path.name} in {src} links to {path.resolve()}, outside the folder you chose. "
+                "The store copies only files inside that folder: copy the real file in instead."
+            )
     for i, path in enumerate(files):
         progress(i / len(files), f"copying {path.name}")
         shutil.copyfile(path, dest / path.name)
