@@ -36,7 +36,7 @@ HEAD_MAX_TOKENS = 96
 HEAD_MAX_VALUES = 1_200_000  # layers * heads * tokens^2 written into the head view
 MODEL_MAX_TOKENS = 48
 MODEL_MAX_LINES = 160_000  # layers * heads * tokens^2 lines the model view draws at once
-DECIMALS = 3
+SCALE = 1000  # weights are written as integer thousandths
 
 _REQUIRE_CONFIG = re.compile(r"require\.config\(\{.*?\}\s*\}\);", re.S)
 _SHIM = """
@@ -44,6 +44,15 @@ _SHIM = """
 window.requirejs = function (deps, fn) {
   var mods = {jquery: window.jQuery, d3: window.d3};
   return fn.apply(null, deps.map(function (d) { return mods[d]; }));
+};
+// Weights travel as integer thousandths (half the bytes of decimals); bertviz wants fractions.
+window.wbFractions = function (p) {
+  p.attention.forEach(function (a) {
+    a.attn = a.attn.map(function (layer) { return layer.map(function (head) {
+      return head.map(function (row) { return row.map(function (v) { return v / 1000; }); });
+    }); });
+  });
+  return p;
 };
 """
 
@@ -159,7 +168,11 @@ def _document(title: str, body: str) -> str:
 
 
 def _attn_values(weights: np.ndarray) -> list:
-    return np.round(weights.astype(np.float64), DECIMALS).tolist()
+    return np.rint(weights * SCALE).astype(np.int32).tolist()
+
+
+def _params_js(params: dict) -> str:
+    return f"window.wbFractions({script_json(params)})"
 
 
 def head_view(
@@ -196,7 +209,7 @@ def head_view(
         + f'<div id="{vis_id}"><span style="user-select:none">Layer: <select id="layer"></select></span>'
         "<div id='vis'></div></div>\n"
         + libraries()
-        + "<script>\n" + _bertviz_js("head_view").replace("PYTHON_PARAMS", script_json(params)) + "\n</script>"
+        + "<script>\n" + _bertviz_js("head_view").replace("PYTHON_PARAMS", _params_js(params)) + "\n</script>"
     )
     height = int(size * 22.5 + 30 + 60 + (24 if note else 0))
     return OfflineView("head", _document(f"Head view: {result.model}", body), height, tuple(picked),
@@ -237,7 +250,7 @@ def model_view(
         (f'<p class="wb-note">{html_lib.escape(note)}</p>\n' if note else "")
         + f'<div id="{vis_id}"><span style="user-select:none"></span><div id=\'vis\'></div></div>\n'
         + libraries()
-        + "<script>\n" + _bertviz_js("model_view").replace("PYTHON_PARAMS", script_json(params)) + "\n</script>"
+        + "<script>\n" + _bertviz_js("model_view").replace("PYTHON_PARAMS", _params_js(params)) + "\n</script>"
     )
     # bertviz: thumbnail box height 7 * 12 / heads px per token, 5 px padding, 38 px of axis labels
     thumb = size * 7 * 12 / result.num_heads + 10
