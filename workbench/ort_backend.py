@@ -1,0 +1,222 @@
+"""ONNX Runtime backends for the generation loop, and the one place that picks a backend by name.
+
+``OrtBackend`` runs an ``onnx_export`` graph through an ``InferenceSession`` and implements the
+``backends.Backend`` protocol: ``prefill`` feeds the prompt with empty past tensors, ``step`` feeds
+one token and the previous ``present`` tensors. The KV cache stays in ONNX Runtime's own buffers
+(``OrtValue``\\s bound with ``IOBinding``): nothing but the logits ``(V,)`` is copied per token.
+
+Settings are explicit and recorded on the backend (``settings()``): execution providers, intra-op
+threads (default: this machine's core count; more threads than cores is several times slower),
+graph optimization level. CUDA needs the optional ``onnxruntime-gpu`` package; asking for it
+without one falls back to the CPU provider and says so in ``note``.
+
+Sessions are cached per (graph, device, threads) and shared: ``InferenceSession.run`` is
+thread-safe and each call builds its own binding and cache, as ``TorchBackend`` does.
+
+For the Generate page: ``available_backends(model)`` lists names, ``make_backend(model, name)``
+returns a ready ``Backend`` (exporting first, with progress, when needed).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+
+from .backends import Backend, TorchBackend
+from .errors import WorkbenchError
+from .fetch import Progress, _quiet
+from .onnx_export import OnnxExport, export_model
+from .store import Store
+
+TORCH = "torch"
+ORT_FP32 = "onnxruntime"
+ORT_INT8 = "onnxruntime-int8"
+BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_INT8: "int8"}  # backend name -> export variant
+ALL_BACKENDS = (TORCH, ORT_FP32, ORT_INT8)
+
+# onnxruntime's own error classes derive from Exception directly
+ORT_ERRORS = (
+    _ort_errors.Fail, _ort_errors.InvalidGraph, _ort_errors.InvalidArgument, _ort_errors.NoSuchFile,
+    _ort_errors.RuntimeException, _ort_errors.NotImplemented, _ort_errors.InvalidProtobuf, RuntimeError,
+)
+_SESSIONS: dict[tuple, tuple[ort.InferenceSession, tuple[str, ...], str]] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cuda_provider_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _providers(device: str) -> tuple[list, str]:
+    """Providers for ``device`` and a note when the wish could not be met."""
+    if device.startswith("cuda"):
+        if cuda_provider_available():
+            index = int(device.split(":")[1]) if ":" in device else 0
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], ""
+        return ["CPUExecutionProvider"], (
+            "CUDA was asked for, but this onnxruntime has no CUDA execution provider; running on "
+            "the CPU instead. Install the GPU build (`pip install .[gpu]`, onnxruntime-gpu) to use the GPU."
+        )
+    return ["CPUExecutionProvider"], ""
+
+
+def open_session(export: OnnxExport, device: str = "cpu", threads: int | None = None):
+    """A cached ``(session, providers in use, note)`` for an export."""
+    threads = int(threads or cpu_count())
+    if threads < 1:
+        raise WorkbenchError("ONNX Runtime threads must be at least 1.")
+    providers, note = _providers(device)
+    key = (str(export.onnx_path), export.onnx_path.stat().st_mtime_ns, str(providers), threads)
+    with _SESSIONS_LOCK:
+        if key in _SESSIONS:
+            return _SESSIONS[key]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(export.onnx_path), opts, providers=providers)
+    except ORT_ERRORS as err:
+        raise WorkbenchError(
+            f"ONNX Runtime could not open {export.onnx_path} ({type(err).__name__}: {str(err)[:300]}). "
+            f"Export again with `workbench export {export.model_id} --variant {export.variant}`."
+        ) from err
+    in_use = tuple(session.get_providers())
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in in_use and not note:
+        note = "The CUDA provider failed to start (driver or CUDA libraries missing); running on the CPU."
+    entry = (session, in_use, note)
+    with _SESSIONS_LOCK:
+        return _SESSIONS.setdefault(key, entry)
+
+
+@dataclass
+class _State:
+    past: list  # OrtValues: present.N.key/value of the last call, (1, H, length, D) each
+    length: int
+
+
+class OrtBackend:
+    """``Backend`` over an ONNX Runtime session of a KV-cache export (batch 1)."""
+
+    def __init__(self, export: OnnxExport, device: str = "cpu", threads: int | None = None, name: str | None = None):
+        self.export = export
+        self.name = name or (ORT_FP32 if export.variant == "fp32" else f"onnxruntime-{export.variant}")
+        self.threads = int(threads or cpu_count())
+        self.session, self.providers, self.note = open_session(export, device, self.threads)
+        self.on_gpu = "CUDAExecutionProvider" in self.providers
+        self.device = "cuda" if self.on_gpu else "cpu"
+        self._ort_device = "cuda" if self.on_gpu else "cpu"
+        self._past_names = export.input_names[3:]
+        self._present_names = export.output_names[1:]
+        shape = (1, export.kv_heads, 0, export.head_dim)
+        self._empty = [
+            ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), self._ort_device)
+            for _ in self._past_names
+        ]
+
+    def settings(self) -> dict:
+        """What this backend runs with, recorded next to every result."""
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "providers": list(self.providers),
+            "threads": self.threads,
+            "variant": self.export.variant,
+            "graph": str(self.export.onnx_path),
+            "graph_optimization": "ORT_ENABLE_ALL",
+            "note": self.note,
+        }
+
+    def _run(self, ids: np.ndarray, length: int, past: list) -> tuple[torch.Tensor, _State]:
+        """Feed ``ids`` (1, S) after ``length`` cached tokens; return logits (V,) and the state."""
+        seq = ids.shape[1]
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", np.ones((1, length + seq), np.int64))
+        binding.bind_cpu_input("position_ids", np.arange(length, length + seq, dtype=np.int64)[None])
+        for name, value in zip(self._past_names, past):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self._present_names:
+            binding.bind_output(name, self._ort_device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        logits = torch.from_numpy(outputs[0].numpy()[0, -1].copy())  # (V,)
+        return logits, _State(list(outputs[1:]), length + seq)
+
+    def prefill(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        ids = input_ids.detach().cpu().numpy().astype(np.int64, copy=False)  # (1, T)
+        if ids.ndim != 2 or ids.shape[0] != 1:
+            raise WorkbenchError(f"OrtBackend takes input_ids of shape (1, T), got {tuple(ids.shape)}.")
+        return self._run(ids, 0, self._empty)
+
+    def step(self, token_id: int, state: _State) -> tuple[torch.Tensor, Any]:
+        return self._run(np.array([[token_id]], np.int64), state.length, state.past)
+
+    def synchronize(self) -> None:
+        # run_with_iobinding returns after the outputs are ready, and logits are copied to the
+        # host inside _run, so there is nothing in flight to wait for
+        return None
+
+
+def _store_of(model) -> Store:
+    """The store a loaded model came from (its folder is <home>/models/<id>)."""
+    home = model.path.parent.parent
+    return Store(home) if model.path.parent.name == "models" else Store()
+
+
+def available_backends(model) -> list[str]:
+    """Backend names this model can run on: torch always; ONNX Runtime when its card says
+    ``onnx``. The ONNX ones export on first use (minutes for a real model; cached afterwards)."""
+    names = [TORCH]
+    if model.card.can("onnx"):
+        names += [ORT_FP32, ORT_INT8]
+    return names
+
+
+def make_backend(
+    model,
+    name: str = TORCH,
+    progress: Progress | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    store: Store | None = None,
+) -> Backend:
+    """A ready ``Backend`` called ``name`` for a loaded ``model``; ONNX ones are exported first
+    if needed (``progress(fraction, message)`` reports it). ``device`` defaults to the model's."""
+    if name == TORCH:
+        return TorchBackend(model)
+    if name not in BACKEND_VARIANTS:
+        raise WorkbenchError(f"Unknown backend '{name}': pick one of {', '.join(ALL_BACKENDS)}.")
+    if not model.card.can("onnx"):
+        raise WorkbenchError(f"{model.card.name} is not marked as exportable to ONNX; use the torch backend.")
+    export = export_model(store or _store_of(model), model.card.id, BACKEND_VARIANTS[name], progress or _quiet)
+    return OrtBackend(export, device or model.device, threads, name=name)
+
+
+def backend_settings(backend) -> dict:
+    """Recorded settings of any backend (torch: device and intra-op threads)."""
+    if hasattr(backend, "settings"):
+        return backend.settings()
+    return {
+        "backend": backend.name,
+        "device": backend.device,
+        "providers": [],
+        "threads": torch.get_num_threads(),
+        "variant": "fp32",
+        "graph": "eager (transformers, sdpa attention)",
+        "graph_optimization": "none",
+        "note": "",
+    }
