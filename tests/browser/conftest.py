@@ -7,65 +7,12 @@ fails. Screenshots go to ``$WORKBENCH_SHOTS`` (default ``artifacts/screenshots``
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
-from helpers import ROOT, make_tiny_store
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(home: Path, extra_env: dict | None = None, port: int | None = None):
-    """Start ``streamlit run app.py`` as the README does; returns (process, url)."""
-    port = port or _free_port()
-    env = dict(os.environ, WORKBENCH_HOME=str(home), HF_HUB_OFFLINE="1", **(extra_env or {}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
-                if r.read() == b"ok":
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("streamlit did not answer within 60 s")
-
-
-def stop_app(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app
+from helpers import make_tiny_store
 
 
 @pytest.fixture(scope="session")
@@ -96,20 +43,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.external_requests = []
-
-    def guard(route):
-        host = urlparse(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
-            route.continue_()
-        else:
-            pg.external_requests.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", guard)
-    pg.set_default_timeout(60_000)
+    pg = new_page(browser)
     yield pg
-    context.close()
+    pg.context.close()
     assert pg.external_requests == [], f"the app reached outside this machine: {pg.external_requests}"
