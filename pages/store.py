@@ -2,6 +2,7 @@
 import streamlit as st
 
 from pages._shared import forget_model, get_store, show_error, sidebar
+from workbench.bench import measured_speeds
 from workbench.errors import WorkbenchError
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
 
@@ -47,14 +48,6 @@ def with_progress(label: str, action):
         return out
 
 
-def speeds(model_id: str) -> dict:
-    try:
-        from workbench.bench import measured_speeds
-    except ImportError:  # the latency lab is optional at import time
-        return {}
-    return measured_speeds(store, model_id)
-
-
 entries = store.list()
 cols = st.columns(2)
 for i, entry in enumerate(entries):
@@ -70,7 +63,7 @@ for i, entry in enumerate(entries):
         st.caption(f"`{card.id}` · {card.architecture} · licence: {card.license}")
         st.write(card.description)
         st.caption("Source: " + "; ".join(s.describe() for s in card.sources))
-        measured = speeds(card.id)
+        measured = measured_speeds(store, card.id)
         if measured:
             st.caption("Measured here: " + " · ".join(f"{b} {v:.1f} tok/s" for b, v in measured.items()))
         if entry.problem:
