@@ -78,10 +78,10 @@ if result is None or result.model != sel.model_id:
 
 L, H, T, _ = result.weights.shape
 kinds = sorted(set(result.layer_kinds))
-st.caption(
+st.container(key="att_summary_line").caption(
     f"{result.model}: {T} tokens · {L} layers × {H} query heads ({result.kv_heads} key/value heads) · "
     f"layer kinds: {', '.join(kinds)} · forward {result.forward_ms:.0f} ms · next token: "
-    + ", ".join(f"'{p.token}' {p.prob:.0%}" for p in result.next_tokens[:3])
+    + ", ".join(f"'{p.token}' {p.prob:.1%}" for p in result.next_tokens[:3])
 )
 d1, d2, _ = st.columns([1, 1, 3])
 d1.download_button("Weights (.npz)", result.npz_bytes, file_name=f"attention-{result.model}.npz",

@@ -61,10 +61,10 @@ _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 def _is_byte_level(tokenizer) -> bool:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    if decoder is None:
         return False
-    decoder = json.loads(backend.to_str()).get("decoder") or {}
+    decoder = json.loads(decoder.__getstate__())  # the decoder's own JSON, not the whole vocab
     kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", []) or []}
     return "ByteLevel" in kinds
 
