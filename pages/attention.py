@@ -144,8 +144,8 @@ with tab_summary:
         with st.container(key="att_mean"):
             st.plotly_chart(memo("mean", (ml,), lambda: views.mean_heatmap(result, ml)), key="att_mean_chart")
     with c2:
-        st.selectbox("Rollout", ["all layers"], key="att_rollout_span", disabled=True,
-                     help="Head-mean maps mixed with the residual stream and multiplied layer by layer.")
+        st.caption("Rollout: each layer's head-mean map mixed half-and-half with the residual stream, "
+                   "multiplied through the layers — how much each token's final state draws on each input.")
         with st.container(key="att_rollout"):
             st.plotly_chart(memo("rollout", (), lambda: views.rollout_heatmap(result)), key="att_rollout_chart")
     metric = st.segmented_control("Head statistic", list(views.STAT_TITLES), default="entropy",

@@ -89,19 +89,34 @@ def token_bytes(tokenizer, ids: Sequence[int]) -> list[bytes]:
 
 
 def make_visible(text: str) -> str:
-    return "".join(VISIBLE.get(c, c) for c in text)
+    """Spaces, newlines, tabs and other control characters as visible symbols (␣ ↵ ⇥ ␀ ␡)."""
+    out = []
+    for c in text:
+        if c in VISIBLE:
+            out.append(VISIBLE[c])
+        elif ord(c) < 0x20:
+            out.append(chr(0x2400 + ord(c)))  # the Control Pictures block: ␀ ␁ …
+        elif c == "\x7f":
+            out.append("␡")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def display_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
     """Token strings as a person reads them: decoded bytes with spaces/newlines made visible.
 
     A character split across tokens (an emoji in two byte-level tokens) is shown on the token
-    that completes it; the tokens before it show their bytes, e.g. ``‹f0 9f›``."""
+    that completes it; the tokens before it (and bytes that are not UTF-8) show their bytes,
+    e.g. ``‹f0 9f›``."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     labels = []
     for raw in token_bytes(tokenizer, ids):
         text = decoder.decode(raw)
-        labels.append(make_visible(text) if text else "‹" + raw.hex(" ") + "›" if raw else "∅")
+        if not text or ("\ufffd" in text and b"\xef\xbf\xbd" not in raw):  # partial or invalid UTF-8
+            labels.append("‹" + raw.hex(" ") + "›" if raw else "∅")
+        else:
+            labels.append(make_visible(text))
     return labels
 
 

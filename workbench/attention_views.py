@@ -42,6 +42,13 @@ def _reverse_y(fig: go.Figure) -> None:
     fig.update_yaxes(autorange="reversed")
 
 
+def colour_max(matrix: np.ndarray) -> float:
+    """Top of the colour scale: the largest weight of any query but the first, which can only
+    attend to itself (weight 1) and would wash out the rest of the map."""
+    body = matrix[..., 1:, :] if matrix.shape[-2] > 1 else matrix
+    return float(body.max()) or 1.0
+
+
 def default_layers(result: AttentionResult, count: int = 4) -> list[int]:
     """Evenly spaced kept layers, first and last included."""
     layers = list(result.layers)
@@ -57,7 +64,8 @@ def heatmap_grid(
     heads: Sequence[int] | None = None,
     max_tokens: int = GRID_MAX_TOKENS,
 ) -> go.Figure:
-    """Rows = layers, columns = heads, one shared colour scale (0 to the largest weight shown).
+    """Rows = layers, columns = heads, one shared colour scale (0 to the largest weight shown,
+    query 0 aside: see ``colour_max``).
     Hover shows query token, key token and weight. Built from axes of one figure (no
     ``make_subplots``) so a 30 x 9 grid stays quick to build."""
     layers = default_layers(result) if layers is None else list(layers)
@@ -73,7 +81,7 @@ def heatmap_grid(
         for c, head in enumerate(heads):
             red = downsample(result.head(layer, head), result.tokens, max_tokens)
             note = note or red.note
-            zmax = max(zmax, float(red.matrix.max()))
+            zmax = max(zmax, colour_max(red.matrix))
             cells.append((r, c, layer, head, red))
     annotations = []
     for r, c, layer, head, red in cells:
@@ -115,7 +123,7 @@ def head_heatmap(result: AttentionResult, layer: int, head: int,
     if n <= max_tokens:
         labels = position_labels(result.tokens)
         fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale=COLORSCALE, zmin=0,
-                                   hovertemplate=HOVER, meta=meta_text, colorbar=dict(title="weight")))
+                                   zmax=colour_max(matrix), hovertemplate=HOVER, meta=meta_text, colorbar=dict(title="weight")))
         fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), type="category")
         fig.update_yaxes(tickfont=dict(size=10), type="category")
         _reverse_y(fig)
@@ -141,7 +149,7 @@ def matrix_heatmap(matrix: np.ndarray, tokens: Sequence[str], title: str, *, hov
     """A labelled ``(T, T)`` map (mean over heads, rollout), block-averaged past ``max_tokens``."""
     red = downsample(matrix, tokens, max_tokens)
     fig = go.Figure(go.Heatmap(z=red.matrix, x=red.col_labels, y=red.row_labels, colorscale=COLORSCALE,
-                               zmin=0, hovertemplate=HOVER, meta=hover_name or title,
+                               zmin=0, zmax=colour_max(red.matrix), hovertemplate=HOVER, meta=hover_name or title,
                                colorbar=dict(title=colorbar)))
     fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), type="category")
     fig.update_yaxes(tickfont=dict(size=10), type="category")
@@ -227,6 +235,9 @@ def ablation_figure(comparison) -> go.Figure:
         go.Bar(name="heads off", x=labels, y=[r[3] for r in comparison.rows]),
     ])
     heads = ", ".join(f"{a}.{b}" for a, b in comparison.heads) or "none"
-    fig.update_layout(barmode="group", yaxis_title="probability", legend=dict(orientation="h", y=1.12))
+    fig.update_layout(barmode="group", yaxis_title="probability",
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     fig.update_xaxes(type="category")
-    return _finish(fig, f"Next token with heads {heads} switched off (layer.head)", "", 420)
+    fig = _finish(fig, f"Next token with heads {heads} switched off (layer.head)", "", 440)
+    fig.update_layout(margin=dict(t=80))
+    return fig

@@ -30,7 +30,10 @@ def test_views_draw_offline_with_token_labels(app_url, page):
     print(f"click to grid drawn: {seconds:.2f} s")
     grid = page.locator(".st-key-att_grid")
     assert grid.locator(".heatmaplayer image, .heatmaplayer").count() > 0
-    shot(page.locator('[data-testid="stMain"]'), "attention-heads")
+    shot(page.locator('[data-testid="stMain"]'), "attention-page")
+    shot(grid, "attention-grid")
+    page.locator(".st-key-att_zoom .js-plotly-plot").first.wait_for()
+    shot(page.locator(".st-key-att_zoom"), "attention-zoom")
 
     page.get_by_role("tab", name="Head view").click()
     frame = page.frame_locator(".st-key-att_head_view iframe")
@@ -54,7 +57,8 @@ def test_views_draw_offline_with_token_labels(app_url, page):
     page.get_by_role("tab", name="Summaries").click()
     page.locator(".st-key-att_rollout .js-plotly-plot").first.wait_for()
     page.locator(".st-key-att_stats .js-plotly-plot").first.wait_for()
-    shot(page.locator('[data-testid="stMain"]'), "attention-summaries")
+    shot(page.locator(".st-key-att_rollout"), "attention-rollout")
+    shot(page.locator(".st-key-att_stats"), "attention-head-stats")
     assert dialogs == []
 
 
@@ -65,7 +69,7 @@ def test_generation_and_ablation_in_the_browser(app_url, page):
     wait_idle(page)
     page.locator(".st-key-att_gen_view .js-plotly-plot").first.wait_for()
     assert "Step 1/" in page.locator(".st-key-att_gen_view").inner_text()
-    shot(page.locator('[data-testid="stMain"]'), "attention-generation")
+    shot(page.locator(".st-key-att_gen_view"), "attention-generation")
 
     page.get_by_role("tab", name="Switch heads off").click()
     box = page.locator(".st-key-att_ab_heads")
@@ -76,4 +80,4 @@ def test_generation_and_ablation_in_the_browser(app_url, page):
     page.get_by_role("button", name="Compare next token").click()
     wait_idle(page)
     page.locator(".st-key-att_ab_result .js-plotly-plot").first.wait_for()
-    shot(page.locator('[data-testid="stMain"]'), "attention-ablation")
+    shot(page.locator(".st-key-att_ab_result"), "attention-ablation")

@@ -84,6 +84,10 @@ def test_split_characters_show_bytes_then_the_character(tiny_store):
     assert "".join(x for x in labels if not x.startswith("‹")) in ("ǅ🦜", "🦜")
 
 
+def test_control_characters_are_visible():
+    assert attn.make_visible("a b\nc\td\x00\x1b\x7f") == "a␣b↵c⇥d␀␛␡"
+
+
 def test_sentencepiece_style_tokens():
     class SP:
         all_special_tokens = ["<bos>"]
@@ -95,6 +99,7 @@ def test_sentencepiece_style_tokens():
 
     assert attn.display_tokens(SP(), range(9)) == [
         "<bos>", "␣Hello", "␣wor", "ld", "↵", "‹f0›", "‹9f›", "‹99›", "🙂"]
+    assert attn.display_tokens(SP(), [1, 6, 3]) == ["␣Hello", "‹9f›", "ld"]  # a stray byte is not UTF-8
 
 
 def test_sdpa_model_is_refused_with_the_fix(tiny_store):

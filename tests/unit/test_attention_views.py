@@ -17,7 +17,7 @@ def test_grid_has_one_heatmap_per_layer_and_head_on_one_colour_scale(result):
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
     assert len(heatmaps) == 2 * result.num_heads
     assert {t.coloraxis for t in heatmaps} == {"coloraxis"}
-    assert fig.layout.coloraxis.cmax == pytest.approx(float(result.weights.max()))
+    assert fig.layout.coloraxis.cmax == pytest.approx(float(result.weights[:, :, 1:].max()))
     assert "query %{y}" in heatmaps[0].hovertemplate and "key %{x}" in heatmaps[0].hovertemplate
     assert heatmaps[0].y[1] == f"1 {result.tokens[1]}"
     texts = [a.text for a in fig.layout.annotations]
