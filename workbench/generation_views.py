@@ -11,11 +11,18 @@ import plotly.graph_objects as go
 from .generation import GenerationResult
 
 
+_SHOWN = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
 def visible(token: str) -> str:
-    """Token text as a person reads it: newlines and tabs shown as symbols, nothing dropped."""
-    return token.replace("\n", "↵").replace("\t", "⇥") if token.strip() else (
-        token.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥") or "∅"
+    """Token text as a person reads it: newlines, tabs and other control characters shown as
+    symbols; a token of only spaces shows them as '·'; nothing is dropped."""
+    out = "".join(
+        _SHOWN.get(ch, ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}") for ch in token
     )
+    if not token.strip(" "):
+        out = out.replace(" ", "·")
+    return out or "∅"
 
 
 def prob_color(p: float) -> str:
