@@ -337,11 +337,14 @@ def _check_length(model, n: int) -> None:
 
 
 @contextmanager
-def capture(model, layers: Sequence[int] | None = None) -> Iterator[dict[int, list[np.ndarray]]]:
+def capture(model, layers: Sequence[int] | None = None,
+            into: np.ndarray | None = None) -> Iterator[dict[int, list[np.ndarray]]]:
     """Record attention weights of the listed layers (all when None) while inside the block.
 
-    Yields ``{layer: [array (heads, query, key) per forward call, ...]}``. Holds ``model.lock``;
-    forwards from other threads are not recorded."""
+    Yields ``{layer: [array (heads, query, key) per forward call, ...]}``; with ``into`` (a float32
+    ``(len(layers), heads, T, T)`` array) one forward's maps are copied straight into it instead,
+    so no second copy of the weights exists. Holds ``model.lock``; forwards from other threads
+    are not recorded."""
     _check_eager(model)
     modules = attention_modules(model.module)
     wanted = range(len(modules)) if layers is None else layers
@@ -350,6 +353,7 @@ def capture(model, layers: Sequence[int] | None = None) -> Iterator[dict[int, li
             raise InvalidInputError(f"Layer {i} does not exist: {model.card.name} has layers 0–{len(modules) - 1}.")
     owner = threading.get_ident()
     found: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
+    row = {layer: r for r, layer in enumerate(wanted)}
 
     def hook_for(i):
         def hook(_module, _args, output):
@@ -360,7 +364,10 @@ def capture(model, layers: Sequence[int] | None = None) -> Iterator[dict[int, li
                 raise WorkbenchError(
                     f"Layer {i} returned no attention weights: load the model with attn_implementation='eager'."
                 )
-            found[i].append(weights[0].detach().float().cpu().numpy())  # (heads, q, k)
+            if into is not None:
+                into[row[i]] = weights[0].detach().float().cpu().numpy()  # (heads, q, k)
+            else:
+                found[i].append(weights[0].detach().float().cpu().numpy())
         return hook
 
     with model.lock:
@@ -408,11 +415,11 @@ def attention(
             f"{estimate.describe()} That does not fit: shorten the text to about {fits:,} tokens, "
             "or keep fewer layers."
         )
+    weights = np.empty((len(keep), shape.heads, len(ids), len(ids)), dtype=np.float32)  # (L, H, T, T)
     start = time.perf_counter()
-    with capture(model, keep) as found, torch.inference_mode():
+    with capture(model, keep, into=weights), torch.inference_mode():
         out = model.module(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
     forward_ms = (time.perf_counter() - start) * 1000
-    weights = np.stack([found[i][0] for i in keep]).astype(np.float32, copy=False)  # (L, H, T, T)
     return AttentionResult(
         model=model.card.id,
         token_ids=ids,
@@ -442,13 +449,13 @@ def rollout(weights: np.ndarray, residual: float = 0.5) -> np.ndarray:
     ``A' = residual * I + (1 - residual) * A``, and the layers are multiplied:
     ``R = A'_L ... A'_1``. Returns ``(q, k)``; rows sum to 1."""
     n = weights.shape[-1]
-    eye = np.eye(n, dtype=np.float64)
+    eye = np.eye(n, dtype=np.float32)
     result = eye.copy()
-    for layer in mean_over_heads(weights).astype(np.float64):
+    for layer in mean_over_heads(weights):
         mixed = residual * eye + (1 - residual) * layer
         mixed /= mixed.sum(axis=-1, keepdims=True)
         result = mixed @ result
-    return result.astype(np.float32)
+    return result
 
 
 @dataclass(frozen=True)
@@ -468,10 +475,11 @@ class HeadStats:
 
 
 def head_stats(result: AttentionResult) -> HeadStats:
-    w = result.weights.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(w > 0, w * np.log2(w), 0.0)
-    entropy = -plogp.sum(-1).mean(-1)
+    w = result.weights
+    plogp = np.zeros_like(w)
+    np.log2(w, out=plogp, where=w > 0)
+    plogp *= w
+    entropy = -plogp.sum(-1, dtype=np.float64).mean(-1)
     if w.shape[-1] > 1:
         first = w[..., 1:, 0].mean(-1)
         q = np.arange(1, w.shape[-1])

@@ -1,0 +1,235 @@
+"""Attention explorer speed on a real store model (default SmolLM2 135M), warm.
+
+Measures, in milliseconds, medians over ``--repeats`` after one warm-up:
+- ``forward``: the eager forward pass with attention capture (``AttentionResult.forward_ms``);
+- ``attention_call``: the whole ``attention()`` call (tokens made readable, top-k, arrays);
+- per view, building it and serialising it the way the page sends it (plotly JSON, bertviz HTML);
+- ``views``: all views the Attention page draws after "Show attention" (grid of 4 layers x all
+  heads, zoomed head, head view, model view, mean over heads, rollout, head statistics).
+Also the 512-token case: the memory estimate, the measured growth of this process's peak RSS
+and the (reduced) view build time. With ``--browser``, the time from clicking "Show attention"
+in headless Chromium (network blocked) until the grid, the zoomed head and the bertviz head view
+are drawn, against ``streamlit run app.py`` on this machine's store.
+
+Prints a table for people, then one line of JSON.
+
+    .venv/bin/python benchmarks/attention_bench.py [--model ID] [--tokens 64] [--repeats 5] [--browser]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import plotly.io as pio
+import psutil
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench import attention as attn  # noqa: E402
+from workbench import attention_views as views  # noqa: E402
+from workbench import bertviz_offline  # noqa: E402
+from workbench.bench import BENCH_TEXT  # noqa: E402
+from workbench.store import Store  # noqa: E402
+
+
+def text_ids(model, n: int) -> list[int]:
+    ids = model.tokenizer(BENCH_TEXT * (1 + n // 40))["input_ids"]
+    if len(ids) < n:
+        raise SystemExit(f"the benchmark text is only {len(ids)} tokens")
+    return ids[:n]
+
+
+def page_views(result) -> dict[str, callable]:
+    """What the Attention page builds after "Show attention", each with its serialisation."""
+    grid_layers = views.default_layers(result)
+    mv_layers = views.default_layers(result, 4)
+    last = result.layers[-1]
+    return {
+        "grid": lambda: pio.to_json(views.heatmap_grid(result, grid_layers)),
+        "zoom": lambda: pio.to_json(views.head_heatmap(result, result.layers[0], 0)),
+        "head_view": lambda: bertviz_offline.head_view(result).html,
+        "model_view": lambda: bertviz_offline.model_view(result, mv_layers).html,
+        "mean": lambda: pio.to_json(views.mean_heatmap(result, last)),
+        "rollout": lambda: pio.to_json(views.rollout_heatmap(result)),
+        "head_stats": lambda: pio.to_json(views.head_stats_figure(attn.head_stats(result), "entropy")),
+    }
+
+
+def time_views(result, repeats: int) -> tuple[dict[str, float], float, dict[str, int]]:
+    builders = page_views(result)
+    sizes = {name: len(build()) for name, build in builders.items()}  # warm-up
+    per: dict[str, list[float]] = {name: [] for name in builders}
+    totals = []
+    for _ in range(repeats):
+        t_all = time.perf_counter()
+        for name, build in builders.items():
+            t = time.perf_counter()
+            build()
+            per[name].append((time.perf_counter() - t) * 1000)
+        totals.append((time.perf_counter() - t_all) * 1000)
+    return {k: statistics.median(v) for k, v in per.items()}, statistics.median(totals), sizes
+
+
+class PeakRSS:
+    """Peak resident memory of this process, sampled every 5 ms."""
+
+    def __init__(self):
+        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+
+    def __enter__(self):
+        self.start = self.proc.memory_info().rss
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def grown(self) -> int:
+        return self.peak - self.start
+
+
+def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int) -> list[float]:
+    """Seconds from clicking "Show attention" to grid, zoom and head view drawn (warm model)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "browser"))
+    from urllib.parse import urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    from browser_util import wait_idle
+    from conftest import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, start_app, stop_app
+
+    proc, url = start_app(Path(os.environ.get("WORKBENCH_HOME") or Store().home))
+    blocked: list[str] = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+            def guard(route):
+                host = urlparse(route.request.url).hostname or ""
+                if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
+                    route.continue_()
+                else:
+                    blocked.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", guard)
+            page.set_default_timeout(120_000)
+            page.goto(url + "/attention")
+            wait_idle(page, 120_000)
+            page.get_by_role("combobox", name="Model").wait_for(state="attached")
+            page.locator(".stTextArea textarea").first.fill(tokens_text)
+            page.keyboard.press("Control+Enter")
+            wait_idle(page, 120_000)
+            times = []
+            for i in range(repeats + 1):  # the first click loads the model: not counted
+                t = time.perf_counter()
+                page.get_by_role("button", name="Show attention").click()
+                wait_idle(page, 120_000)
+                page.locator(".st-key-att_grid .js-plotly-plot .heatmaplayer").first.wait_for()
+                page.locator(".st-key-att_zoom .js-plotly-plot .heatmaplayer").first.wait_for()
+                frame = page.frame_locator(".st-key-att_head_view iframe")
+                frame.locator("svg text").nth(10).wait_for(state="attached")
+                if i:
+                    times.append(time.perf_counter() - t)
+            browser.close()
+    finally:
+        stop_app(proc)
+    if blocked:
+        raise SystemExit(f"the page reached outside this machine: {blocked}")
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--long-tokens", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--browser", action="store_true", help="also time click-to-drawn in Chromium")
+    args = ap.parse_args()
+
+    store = Store()
+    model = store.download_model(args.model, attn_implementation="eager", device="cpu", threads=args.threads)
+    ids = text_ids(model, args.tokens)
+
+    attn.attention(model, ids=ids)  # warm-up
+    forward, call = [], []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        result = attn.attention(model, ids=ids)
+        call.append((time.perf_counter() - t) * 1000)
+        forward.append(result.forward_ms)
+    per_view, views_ms, sizes = time_views(result, args.repeats)
+
+    long_ids = text_ids(model, args.long_tokens)
+    estimate = attn.estimate_memory(model, len(long_ids))
+    with PeakRSS() as rss:
+        long_result = attn.attention(model, ids=long_ids)
+    long_per_view, long_views_ms, long_sizes = time_views(long_result, max(1, args.repeats // 2))
+    notes = sorted({n for n in (
+        views.heatmap_grid(long_result).layout.meta["note"],
+        views.head_heatmap(long_result, 0, 0).layout.meta["note"],
+        bertviz_offline.head_view(long_result).note,
+    ) if n})
+
+    L, H = result.weights.shape[:2]
+    print(f"{args.model}: {L} layers x {H} heads, CPU, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'measure':<28}{args.tokens:>6} tok ms{args.long_tokens:>8} tok ms{'bytes @' + str(args.tokens):>16}")
+    print(f"{'attention forward':<28}{statistics.median(forward):>13.1f}{long_result.forward_ms:>15.1f}")
+    print(f"{'attention() call':<28}{statistics.median(call):>13.1f}")
+    for name in per_view:
+        print(f"{'  view: ' + name:<28}{per_view[name]:>13.1f}{long_per_view[name]:>15.1f}{sizes[name]:>16,}")
+    print(f"{'all views':<28}{views_ms:>13.1f}{long_views_ms:>15.1f}")
+    print(f"{args.long_tokens} tokens: estimated {estimate.weights_bytes / 2**20:.0f} MiB weights, "
+          f"{estimate.peak_bytes / 2**20:.0f} MiB peak; measured peak RSS growth {rss.grown / 2**20:.0f} MiB")
+    for note in notes:
+        print(f"  reduced: {note}")
+    browser = None
+    if args.browser:
+        text = model.tokenizer.decode(ids[1:] if ids[0] in model.eos_token_ids else ids)
+        browser = browser_click_to_drawn(args.model, text, max(1, args.repeats // 2))
+        print(f"click to views drawn (Chromium, warm): median {statistics.median(browser):.2f} s "
+              f"over {len(browser)} ({', '.join(f'{x:.2f}' for x in browser)})")
+    print(json.dumps({
+        "model": args.model,
+        "tokens": args.tokens,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0],
+        "forward_ms": statistics.median(forward),
+        "attention_call_ms": statistics.median(call),
+        "views_ms": views_ms,
+        "per_view_ms": per_view,
+        "view_bytes": sizes,
+        "long_tokens": args.long_tokens,
+        "long_forward_ms": long_result.forward_ms,
+        "long_views_ms": long_views_ms,
+        "long_estimated_weights_bytes": estimate.weights_bytes,
+        "long_estimated_peak_bytes": estimate.peak_bytes,
+        "long_measured_rss_growth_bytes": rss.grown,
+        "browser_click_to_drawn_s": statistics.median(browser) if browser else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
