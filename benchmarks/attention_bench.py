@@ -108,30 +108,15 @@ class PeakRSS:
 def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int) -> list[float]:
     """Seconds from clicking "Show attention" to grid, zoom and head view drawn (warm model)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    sys.path.insert(0, str(ROOT / "tests" / "browser"))
-    from urllib.parse import urlparse
-
     from playwright.sync_api import sync_playwright
 
-    from browser_util import wait_idle
-    from conftest import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, start_app, stop_app
+    from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle
 
     proc, url = start_app(Path(os.environ.get("WORKBENCH_HOME") or Store().home))
-    blocked: list[str] = []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-
-            def guard(route):
-                host = urlparse(route.request.url).hostname or ""
-                if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
-                    route.continue_()
-                else:
-                    blocked.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", guard)
+            page = new_page(browser)  # aborts and records every non-loopback request
             page.set_default_timeout(120_000)
             page.goto(url + "/attention")
             wait_idle(page, 120_000)
@@ -150,6 +135,7 @@ def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int) -> lis
                 frame.locator("svg text").nth(10).wait_for(state="attached")
                 if i:
                     times.append(time.perf_counter() - t)
+            blocked = page.external_requests
             browser.close()
     finally:
         stop_app(proc)
