@@ -9,6 +9,7 @@ PAGES = [
     st.Page("pages/generate.py", title="Generate", icon="✍️", default=True),
     st.Page("pages/store.py", title="Store", icon="🏪"),
     st.Page("pages/attention.py", title="Attention", icon="🔍"),
+    st.Page("pages/latency.py", title="Latency", icon="⏱️"),
 ]
 
 st.navigation(PAGES).run()

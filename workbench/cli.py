@@ -14,7 +14,7 @@ from .errors import WorkbenchError
 from .store import Store
 
 # Modules that add their own sub-commands: each defines ``add_cli(subparsers)``.
-EXTENSIONS: tuple[str, ...] = ("workbench.attention_cli",)
+EXTENSIONS: tuple[str, ...] = ("workbench.attention_cli", "workbench.onnx_cli")
 
 
 class TerminalProgress:

@@ -303,6 +303,12 @@ def _cpu_count() -> int:
 def _run_child(args: list[str], staging: Path, progress: Progress, estimate: float, timeout_s: float | None) -> None:
     """Run the exporter child, relaying its progress lines and ticking through long phases."""
     log_path = staging / "export.log"
+    shown = [0.0]
+
+    def report(fraction: float, message: str) -> None:  # never moves backwards
+        shown[0] = max(shown[0], min(fraction, 1.0))
+        progress(shown[0], message)
+
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -323,7 +329,7 @@ def _run_child(args: list[str], staging: Path, progress: Progress, estimate: flo
                         continue
                     phase_lo, phase_hi, phase_msg = msg["lo"], msg["hi"], msg["message"]
                     phase_t0 = time.monotonic()
-                    progress(phase_lo, phase_msg)
+                    report(phase_lo, phase_msg)
                 except queue.Empty:
                     if child.poll() is not None and not reader.is_alive():
                         break
@@ -331,7 +337,7 @@ def _run_child(args: list[str], staging: Path, progress: Progress, estimate: flo
                     span = max(estimate * (phase_hi - phase_lo), 1.0)
                     done = min((time.monotonic() - phase_t0) / span, 0.95)
                     elapsed = time.monotonic() - start
-                    progress(phase_lo + (phase_hi - phase_lo) * done, f"{phase_msg} ({elapsed:.0f} s)")
+                    report(phase_lo + (phase_hi - phase_lo) * done, f"{phase_msg} ({elapsed:.0f} s)")
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
                     raise ExportError(
                         f"The export took longer than {timeout_s:.0f} s and was stopped; nothing was kept. "

@@ -178,10 +178,12 @@ def _store_of(model) -> Store:
 
 
 def available_backends(model) -> list[str]:
-    """Backend names this model can run on: torch always; ONNX Runtime when its card says
-    ``onnx``. The ONNX ones export on first use (minutes for a real model; cached afterwards)."""
+    """Backend names a loaded model (or a ``ModelCard``) can run on: torch always; ONNX Runtime
+    when its card says ``onnx``. The ONNX ones export on first use (minutes for a real model,
+    cached afterwards): ``onnx_export.cached_export`` tells whether that wait is ahead."""
+    card = getattr(model, "card", model)
     names = [TORCH]
-    if model.card.can("onnx"):
+    if card.can("onnx"):
         names += [ORT_FP32, ORT_INT8]
     return names
 

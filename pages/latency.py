@@ -1,0 +1,154 @@
+"""Latency page: export a store model to ONNX (once, cached), check ONNX Runtime against torch,
+and time both the way benchmark tools do; charts and reports to download.
+
+Layout only: exporting is ``workbench.onnx_export``, backends ``workbench.ort_backend``, timing
+``workbench.bench``, parity ``workbench.parity``, figures ``workbench.latency_plots``."""
+import json
+
+import streamlit as st
+
+from pages._shared import Keys, get_model, get_store, show_error, sidebar
+from workbench import latency_plots as plots
+from workbench.bench import BenchConfig, record_speeds, run_benchmark
+from workbench.errors import WorkbenchError
+from workbench.onnx_export import cached_export, estimated_seconds
+from workbench.ort_backend import BACKEND_VARIANTS, TORCH, available_backends, make_backend
+
+LENGTHS = (16, 32, 64, 128, 256, 512)
+EFFORT = {  # name -> (min repeats, min seconds per measurement)
+    "Quick": (3, 0.5),
+    "Thorough": (5, 2.0),
+}
+
+sel = sidebar("onnx")
+st.title("Latency")
+st.caption(
+    "torch eager against ONNX Runtime on this machine: the model is exported to ONNX once (cached), "
+    "checked against torch, then timed with warm-up and repeats. Other work on the machine moves the "
+    "absolute numbers; compare backends within one run."
+)
+if sel.model_id is None:
+    st.stop()
+
+store = get_store()
+card = store.card(sel.model_id)
+choices = available_backends(card)
+with st.container(border=True, key="latency_settings"):
+    c1, c2 = st.columns([3, 2])
+    backends = c1.multiselect(
+        "Backends", choices, default=[b for b in choices if b != "onnxruntime-int8"], key="lat_backends",
+        help="torch is the reference for parity and speed-up. int8 is smaller and faster, and drifts.",
+    )
+    effort = c2.segmented_control("Effort", list(EFFORT), default="Quick", key="lat_effort") or "Quick"
+    room = card.context_length
+    usable = [n for n in LENGTHS if n < room]
+    c3, c4 = st.columns([3, 2])
+    lengths = c3.multiselect(
+        "Prompt lengths (tokens)", usable, default=[n for n in (16, 128, 512) if n in usable] or usable[:2],
+        key="lat_lengths", help="Prefill latency is measured at each length.",
+    )
+    new_tokens = c4.number_input(
+        "New tokens", min_value=2, max_value=256, value=32 if room <= 256 else 64, step=1, key="lat_new_tokens",
+        help="Greedy, exactly this many (end-of-text is ignored).",
+    )
+    pending = [b for b in backends if b in BACKEND_VARIANTS
+               and cached_export(store, card.id, BACKEND_VARIANTS[b], verify=False) is None]
+    if pending:
+        minutes = sum(estimated_seconds(card.layers, BACKEND_VARIANTS[b]) for b in pending) / 60
+        st.caption(f"First run exports {', '.join(pending)} to ONNX: about {max(minutes, 0.2):.1f} min here, then cached.")
+    run = st.button("Export, check and time", type="primary", key="lat_run",
+                    disabled=not backends or not lengths)
+
+if run:
+    repeats, min_time = EFFORT[effort]
+    longest = max(lengths)
+    context = min(128, longest)
+    config = BenchConfig(
+        prompt_lengths=tuple(sorted(lengths)), new_tokens=int(min(new_tokens, room - max(longest, context))),
+        decode_prompt_length=context, min_repeats=repeats, min_time_s=min_time, device=sel.device,
+        threads=sel.threads,
+    )
+    with st.status(f"Timing {card.name}", expanded=True) as status:
+        bar = st.progress(0.0, text="loading the model…")
+        try:
+            model = get_model(sel.model_id, sel.device)
+            ready, notes = {}, []
+            for i, name in enumerate(backends):
+                lo, hi = i / len(backends) * 0.5, (i + 1) / len(backends) * 0.5
+
+                def progress(f, msg, lo=lo, hi=hi, name=name):
+                    bar.progress(min(max(lo + (hi - lo) * f, 0.0), 1.0), text=f"{name}: {msg}")
+
+                ready[name] = make_backend(model, name, progress=progress, device=sel.device,
+                                           threads=sel.threads, store=store)
+                if getattr(ready[name], "note", ""):
+                    notes.append(f"{name}: {ready[name].note}")
+            if TORCH not in ready:  # parity and speed-up need the reference
+                ready = {TORCH: make_backend(model, TORCH), **ready}
+            result = run_benchmark(
+                model, ready, config,
+                progress=lambda f, msg: bar.progress(min(0.5 + 0.5 * f, 1.0), text=msg),
+            )
+            record_speeds(store, result)
+            st.session_state[Keys.latency] = (result, notes)
+            status.update(label=f"Timed {card.name}", state="complete", expanded=False)
+        except WorkbenchError as err:
+            status.update(label="Failed", state="error")
+            show_error(err)
+
+saved = st.session_state.get(Keys.latency)
+if saved is None or saved[0].model != card.id:
+    st.info("Pick backends and press **Export, check and time**.")
+    st.stop()
+result, notes = saved
+for note in notes:
+    st.info(note)
+
+st.subheader("Parity with torch")
+with st.container(key="latency_parity"):
+    if not result.parity:
+        st.caption("Only torch was timed: nothing to compare.")
+    for name, report in result.parity.items():
+        (st.success if report.passed else st.error)(f"**{name}** — {report.verdict}")
+        if not report.passed and report.first_mismatch is not None:
+            st.caption(f"{name} first chose a different token at step {report.first_mismatch + 1}.")
+
+st.subheader("Speed")
+summary = result.summary()
+with st.container(key="latency_metrics"):
+    cols = st.columns(len(result.results))
+    for col, row in zip(cols, summary.itertuples()):
+        col.metric(
+            f"{row.backend} decode", f"{row.decode_p50_ms:.1f} ms/token",
+            delta=None if row.backend == TORCH else f"{row.speedup:.2f}× torch",
+            delta_color="normal" if row.speedup >= 1 else "inverse",
+            help=f"p50 per-token decode at context {result.config.decode_prompt_length}; {row.tokens_per_s:.1f} tok/s end to end",
+        )
+st.dataframe(
+    summary, hide_index=True, key="latency_summary",
+    column_config={
+        "decode_p50_ms": st.column_config.NumberColumn("decode p50 (ms)", format="%.2f"),
+        "decode_p90_ms": st.column_config.NumberColumn("decode p90 (ms)", format="%.2f"),
+        "speedup": st.column_config.NumberColumn("speed-up", format="%.2f×"),
+        "ttft_p50_ms": st.column_config.NumberColumn("TTFT p50 (ms)", format="%.1f"),
+        "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.1f"),
+        "weights_gb_per_s": st.column_config.NumberColumn("weights GB/s", format="%.2f"),
+        "peak_rss_mb": st.column_config.NumberColumn("peak RSS (MB)", format="%.0f"),
+        "max_abs_diff": st.column_config.NumberColumn("max |Δlogits|", format="%.2e"),
+    },
+)
+with st.container(key="latency_charts"):
+    st.plotly_chart(plots.prefill_figure(result), key="lat_prefill_chart")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(plots.decode_figure(result), key="lat_decode_chart")
+    c2.plotly_chart(plots.speedup_figure(result), key="lat_speedup_chart")
+
+with st.expander("All measurements and the environment"):
+    st.dataframe(result.frame(), hide_index=True, key="latency_frame")
+    st.json(result.env, expanded=False)
+
+stem = f"latency-{result.model}"
+d1, d2, d3 = st.columns(3)
+d1.download_button("CSV", result.frame().to_csv(index=False), f"{stem}.csv", "text/csv", key="lat_csv")
+d2.download_button("JSON", json.dumps(result.to_json(), indent=2), f"{stem}.json", "application/json", key="lat_json")
+d3.download_button("HTML report", plots.html_report(result), f"{stem}.html", "text/html", key="lat_html")
