@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 from helpers import ROOT
 
 SHOTS = Path(os.environ.get("WORKBENCH_SHOTS", ROOT / "artifacts" / "screenshots"))
@@ -61,11 +63,18 @@ def stop_app(proc) -> None:
         proc.kill()
 
 
-def wait_idle(pg, timeout: float = 60_000) -> None:
-    """Wait until Streamlit has finished the current rerun."""
-    pg.wait_for_timeout(300)
-    pg.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
-    pg.wait_for_timeout(200)
+def wait_idle(pg, timeout: float = 60_000, start_within: float = 1_500) -> None:
+    """Wait until Streamlit has finished the rerun that the last action started.
+
+    Streamlit marks the app root with ``data-test-script-state``: give the rerun up to
+    ``start_within`` ms to begin (an action may trigger none), then wait for ``notRunning``."""
+    app = '[data-testid="stApp"]'
+    try:
+        pg.wait_for_selector(f'{app}:not([data-test-script-state="notRunning"])', timeout=start_within)
+    except PlaywrightTimeout:  # no rerun started, or it ended between two polls
+        pass
+    pg.wait_for_selector(f'{app}[data-test-script-state="notRunning"]', timeout=timeout)
+    pg.wait_for_timeout(150)
 
 
 def shot(locator_or_page, name: str) -> Path:

@@ -1,0 +1,74 @@
+"""Take the README's screenshots with the real default model, in headless Chromium.
+
+    .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
+
+Uses the store at $WORKBENCH_HOME (./run.sh installs the default model there). Every
+non-loopback request is blocked and reported.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle  # noqa: E402
+
+from workbench.store import default_home  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    ap.add_argument("--pages", default="generate,chat,store")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.pages.split(","))
+    from playwright.sync_api import sync_playwright
+
+    proc, url = start_app(default_home())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = new_page(browser, 1400, 1800)  # tall: Streamlit scrolls an inner div, so full_page alone misses the fold
+            if "generate" in wanted:
+                page.goto(url)
+                wait_idle(page)
+                page.get_by_label("Prompt").fill("The capital of France is")
+                page.get_by_role("button", name="Generate", exact=True).click()
+                wait_idle(page, 120_000)
+                page.get_by_text("Token probabilities and alternatives").click()
+                wait_idle(page)
+                page.locator(".js-plotly-plot .bars").first.wait_for()  # plotly draws after the rerun
+                page.screenshot(path=str(out / "generate.png"), full_page=True)
+            if "chat" in wanted:
+                page.goto(url)
+                wait_idle(page)
+                page.get_by_text("Chat", exact=True).click()
+                wait_idle(page)
+                page.get_by_placeholder("Message the model").fill("Name three colours of the rainbow.")
+                page.keyboard.press("Enter")
+                wait_idle(page, 120_000)
+                page.get_by_text("Time to first token").wait_for()
+                page.screenshot(path=str(out / "chat.png"), full_page=True)
+            if "store" in wanted:
+                page.goto(url + "/store")
+                wait_idle(page)
+                page.get_by_role("button", name="Add and install").wait_for()
+                page.screenshot(path=str(out / "store.png"), full_page=True)
+            for name in sorted(wanted - {"generate", "chat", "store"}):
+                page.goto(f"{url}/{name}")
+                wait_idle(page, 180_000)
+                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+            blocked = page.external_requests
+            browser.close()
+    finally:
+        stop_app(proc)
+    print(f"screenshots in {out}; blocked non-loopback requests: {blocked}")
+
+
+if __name__ == "__main__":
+    main()
