@@ -94,9 +94,9 @@ def heatmap_grid(
         x0 = c * (w + gap_x)
         y1 = 1 - r * (h + gap_y)
         key = "" if i == 1 else str(i)
-        fig.layout[f"xaxis{key}"] = dict(domain=[x0, x0 + w], anchor=ya, showticklabels=False, showgrid=False)
-        fig.layout[f"yaxis{key}"] = dict(domain=[y1 - h, y1], anchor=xa, showticklabels=False, showgrid=False,
-                                         autorange="reversed")
+        bare = dict(showticklabels=False, showgrid=False, ticks="", zeroline=False)
+        fig.layout[f"xaxis{key}"] = dict(domain=[x0, x0 + w], anchor=ya, **bare)
+        fig.layout[f"yaxis{key}"] = dict(domain=[y1 - h, y1], anchor=xa, autorange="reversed", **bare)
         if r == 0:
             annotations.append(dict(text=f"head {head}", x=x0 + w / 2, y=1.0, xref="paper", yref="paper",
                                     yanchor="bottom", showarrow=False, font=dict(size=11)))

@@ -39,6 +39,14 @@ MODEL_MAX_LINES = 160_000  # layers * heads * tokens^2 lines the model view draw
 SCALE = 1000  # weights are written as integer thousandths
 
 _REQUIRE_CONFIG = re.compile(r"require\.config\(\{.*?\}\s*\}\);", re.S)
+# bertviz draws the model view 970 px wide whatever the frame: zoom it to the frame's width.
+_FIT_WIDTH = """
+(function () {
+  function fit() { document.body.style.zoom = Math.min(1, window.innerWidth / 990); }
+  window.addEventListener("resize", fit);
+  fit();
+})();
+"""
 _SHIM = """
 // Offline stand-in for RequireJS: bertviz asks for ['jquery', 'd3'].
 window.requirejs = function (deps, fn) {
@@ -89,8 +97,8 @@ def _bertviz_js(name: str) -> str:
     js, n = _REQUIRE_CONFIG.subn("", js)
     if n != 1 or "PYTHON_PARAMS" not in js:
         raise WorkbenchError(
-            f"bertviz's {name}.js does not look like bertviz 1.4.1's (no require.config block or "
-            "PYTHON_PARAMS marker): install bertviz==1.4.1."
+            f"bertviz's {name}.js does not look like bertviz 1.4.1's (its require.config block "
+            "or PYTHON_PARAMS marker moved): install bertviz==1.4.1."
         )
     return js
 
@@ -250,7 +258,8 @@ def model_view(
         (f'<p class="wb-note">{html_lib.escape(note)}</p>\n' if note else "")
         + f'<div id="{vis_id}"><span style="user-select:none"></span><div id=\'vis\'></div></div>\n'
         + libraries()
-        + "<script>\n" + _bertviz_js("model_view").replace("PYTHON_PARAMS", _params_js(params)) + "\n</script>"
+        + "<script>\n" + _bertviz_js("model_view").replace("PYTHON_PARAMS", _params_js(params))
+        + _FIT_WIDTH + "\n</script>"
     )
     # bertviz: thumbnail box height 7 * 12 / heads px per token, 5 px padding, 38 px of axis labels
     thumb = size * 7 * 12 / result.num_heads + 10
