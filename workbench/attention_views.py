@@ -186,7 +186,7 @@ def head_stats_figure(stats: HeadStats, metric: str = "entropy") -> go.Figure:
     heads = [f"head {h}" for h in range(z.shape[1])]
     layers = [f"layer {x}" for x in stats.layers]
     fig = go.Figure(go.Heatmap(
-        z=z, x=heads, y=layers, colorscale="Magma" if metric == "entropy" else COLORSCALE,
+        z=z, x=heads, y=layers, colorscale=COLORSCALE,
         zmin=0, zmax=None if metric == "entropy" else 1,
         hovertemplate="%{y}, %{x}<br>" + metric.replace("_", " ") + " %{z:.3f}<extra></extra>",
     ))
