@@ -40,3 +40,37 @@ def test_store_page_remove_and_install(app_url, page):
     wait_idle(page)
     page.locator(".st-key-card_tiny-gemma3").get_by_text("installed").first.wait_for()
     shot(page.locator('[data-testid="stMain"]'), "store")
+
+
+def pick_model(page, name: str) -> None:
+    page.locator('[data-testid="stSidebar"]').get_by_label("Model", exact=True).click()
+    page.get_by_role("option", name=name).click()
+    wait_idle(page)
+
+
+def test_chat_then_side_by_side_then_switch_model(app_url, page):
+    page.goto(app_url)
+    wait_idle(page)
+    pick_model(page, "Tiny llama")
+    page.get_by_role("radio", name="Chat").click()
+    wait_idle(page)
+    page.get_by_placeholder("Message the model").fill("日本語 🙂 hello")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+    page.get_by_text("Time to first token").wait_for()
+    assert page.get_by_text("日本語 🙂 hello").count() >= 1  # the user's message, shown as typed
+    shot(page, "generate-chat")
+
+    page.get_by_role("radio", name="Side by side").click()
+    wait_idle(page)
+    page.get_by_role("button", name="Generate with both").click()
+    wait_idle(page)
+    assert page.get_by_text("Time to first token").count() == 2
+    shot(page, "generate-side-by-side")
+
+    pick_model(page, "Tiny gpt2")
+    page.get_by_role("radio", name="Prompt").click()
+    wait_idle(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    wait_idle(page)
+    assert page.get_by_text("tiny-gpt2 · torch on cpu").count() == 1
