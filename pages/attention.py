@@ -11,6 +11,8 @@ from workbench import attention as attn
 from workbench.errors import WorkbenchError
 
 DEFAULT_TEXT = "The capital of France is Paris. The capital of Italy is"
+# this page's own state (shared state lives in pages._shared.Keys)
+MEMO, COMPARISON, REGENERATED = "att_memo", "att_ablation", "att_ab_texts"
 
 sel = sidebar("attention")
 st.title("Attention")
@@ -25,7 +27,7 @@ def model():
 
 def memo(name: str, params: tuple, build):
     """Views of the current result are built once per set of parameters, not on every rerun."""
-    store = st.session_state.setdefault("att_memo", {})
+    store = st.session_state.setdefault(MEMO, {})
     key = (name, params)
     if key not in store:
         store[key] = build()
@@ -65,9 +67,10 @@ if st.button("Show attention", type="primary", key="att_go", disabled=estimate i
     try:
         result = attn.attention(model(), text, ids=ids)
         st.session_state[Keys.attention] = result
-        st.session_state["att_memo"] = {}
+        st.session_state[MEMO] = {}
         st.session_state.pop(Keys.attention_generation, None)
-        st.session_state.pop("att_ablation", None)
+        st.session_state.pop(COMPARISON, None)
+        st.session_state.pop(REGENERATED, None)
     except WorkbenchError as err:
         show_error(err)
 
@@ -194,7 +197,7 @@ with tab_ablate:
     heads = ablation.parse_heads(", ".join(chosen))
     if c2.button("Compare next token", key="att_ab_go", disabled=not chosen):
         try:
-            st.session_state["att_ablation"] = ablation.compare_next_token(
+            st.session_state[COMPARISON] = ablation.compare_next_token(
                 model(), ids=result.token_ids, heads=heads, k=int(k))
         except WorkbenchError as err:
             show_error(err)
@@ -202,11 +205,11 @@ with tab_ablate:
     if c3.button("Regenerate with heads off", key="att_ab_regen", disabled=not chosen):
         try:
             prompt = text if ids is None else last.prompt + last.text
-            st.session_state["att_ab_texts"] = ablation.regenerate(
+            st.session_state[REGENERATED] = ablation.regenerate(
                 model(), prompt, heads, max_new_tokens=int(regen), stop_at_eos=False)
         except WorkbenchError as err:
             show_error(err)
-    comparison = st.session_state.get("att_ablation")
+    comparison = st.session_state.get(COMPARISON)
     if comparison is not None:
         with st.container(key="att_ab_result"):
             if comparison.top_changed:
@@ -215,7 +218,7 @@ with tab_ablate:
                 st.success(f"The top token stays '{comparison.baseline[0].token}' "
                            f"({comparison.rows[0][2]:.1%} → {comparison.baseline_top_prob_after:.1%}).")
             st.plotly_chart(views.ablation_figure(comparison), key="att_ab_chart")
-    texts = st.session_state.get("att_ab_texts")
+    texts = st.session_state.get(REGENERATED)
     if texts is not None:
         with st.container(key="att_ab_regen_result"):
             a, b = st.columns(2)

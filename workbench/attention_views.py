@@ -134,7 +134,9 @@ def head_heatmap(result: AttentionResult, layer: int, head: int,
     custom = np.array([[labels[q], labels[k]] for q, k in zip(edges.query, edges.key)], dtype=object)
     fig = go.Figure(go.Scattergl(
         x=edges.key, y=edges.query, mode="markers", customdata=custom,
-        marker=dict(color=edges.weight, colorscale=COLORSCALE, cmin=0, size=np.clip(3 + 9 * edges.weight, 3, 12),
+        marker=dict(color=edges.weight, colorscale=COLORSCALE, cmin=0,
+                    cmax=float(edges.weight[edges.query > 0].max(initial=0)) or 1.0,
+                    size=np.clip(3 + 9 * edges.weight, 3, 12),
                     colorbar=dict(title="weight")),
         hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{marker.color:.3f}"
                       f"<extra>{meta_text}</extra>",
