@@ -44,3 +44,28 @@ def test_add_custom_model_from_a_folder(open_page, tiny_model_dirs, tiny_store):
     assert not at.exception
     tiny_store.catalog.reload()
     assert tiny_store.is_installed("my-gpt2")
+
+
+def _gguf_card(store, model_id: str, path, sha: str) -> None:
+    (store.cards_dir / f"{model_id}.toml").write_text(
+        f'id = "{model_id}"\nname = "{model_id}"\nfamily = "llama"\narchitecture = "LlamaForCausalLM"\n'
+        'parameters = 1\nlayers = 1\nheads = 1\ncontext_length = 8\nlicense = "MIT"\n'
+        'description = "d"\ncapabilities = ["generate"]\n\n'
+        f'[[sources]]\nkind = "local-gguf"\npath = "{path}"\nsha256 = "{sha}"\n'
+    )
+
+
+def test_card_with_wrong_hash_or_missing_file_fails_cleanly(open_page, tiny_store, tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 64)
+    _gguf_card(tiny_store, "wrong-hash", fake, "0" * 64)
+    _gguf_card(tiny_store, "missing-file", tmp_path / "gone.gguf", "0" * 64)
+    at = open_page("pages/store.py")
+    at.button(key="install_wrong-hash").click().run()
+    assert any("sha256" in e.value and "Install again" in e.value for e in at.error)
+    at.button(key="install_missing-file").click().run()
+    assert any("gone.gguf" in e.value for e in at.error)
+    assert not at.exception
+    assert not (tiny_store.models_dir / "wrong-hash").exists()
+    assert not (tiny_store.models_dir / "missing-file").exists()
+    assert list(tiny_store.staging_dir.iterdir()) == []
