@@ -43,8 +43,9 @@ with st.container(border=True, key="latency_settings"):
     room = card.context_length
     usable = [n for n in LENGTHS if n < room]
     c3, c4 = st.columns([3, 2])
+    standard = [n for n in (16, 128, 512) if n in usable]
     lengths = c3.multiselect(
-        "Prompt lengths (tokens)", usable, default=[n for n in (16, 128, 512) if n in usable] or usable[:2],
+        "Prompt lengths (tokens)", usable, default=standard if len(standard) > 1 else usable[:3],
         key="lat_lengths", help="Prefill latency is measured at each length.",
     )
     new_tokens = c4.number_input(
@@ -68,6 +69,7 @@ if run:
         decode_prompt_length=context, min_repeats=repeats, min_time_s=min_time, device=sel.device,
         threads=sel.threads,
     )
+    done = False
     with st.status(f"Timing {card.name}", expanded=True) as status:
         bar = st.progress(0.0, text="loading the model…")
         try:
@@ -92,9 +94,12 @@ if run:
             record_speeds(store, result)
             st.session_state[Keys.latency] = (result, notes)
             status.update(label=f"Timed {card.name}", state="complete", expanded=False)
+            done = True
         except WorkbenchError as err:
             status.update(label="Failed", state="error")
             show_error(err)
+    if done:
+        st.rerun()  # redraw the settings (the export is cached now) above the fresh result
 
 saved = st.session_state.get(Keys.latency)
 if saved is None or saved[0].model != card.id:
