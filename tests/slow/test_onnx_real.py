@@ -1,0 +1,45 @@
+"""The real SmolLM2-135M fp32 export against torch (slow: the first export takes ~2-4 min and
+0.5 GB; it is cached in the store, so with ``WORKBENCH_REAL_HOME`` set CI exports once)."""
+import pytest
+
+from workbench.generation import generate
+from workbench.loading import load_model
+from workbench.onnx_export import cached_export, export_model
+from workbench.ort_backend import make_backend
+from workbench.parity import check_parity
+
+MODEL = "smollm2-135m-instruct"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2(real_store):
+    export = export_model(real_store, MODEL, "fp32")
+    model = load_model(MODEL, store=real_store, device="cpu")
+    return model, make_backend(model, "onnxruntime", store=real_store), export
+
+
+def test_export_is_cached_with_its_interface(smollm2, real_store):
+    model, _, export = smollm2
+    assert cached_export(real_store, MODEL, "fp32") == export
+    assert (export.num_layers, export.kv_heads, export.head_dim, export.vocab_size) == (30, 3, 64, 49152)
+    # the tied embedding is stored once: about 135M fp32 parameters
+    assert 500e6 < export.size_bytes < 600e6
+
+
+def test_fp32_parity_and_64_greedy_tokens_identical(smollm2):
+    model, backend, _ = smollm2
+    report = check_parity(model, backend, steps=64)
+    assert report.greedy_total == 64
+    assert report.greedy_match == 64 and report.first_mismatch is None, report.verdict
+    assert report.max_abs_diff <= 1e-4, report.verdict
+    assert report.passed
+
+
+def test_chat_answer_is_the_same_on_onnxruntime(smollm2):
+    model, backend, _ = smollm2
+    settings = dict(chat=True, max_new_tokens=24)
+    ref = generate(model, "What is the capital of France?", **settings)
+    got = generate(model, "What is the capital of France?", backend=backend, **settings)
+    assert got.token_ids == ref.token_ids
+    assert "Paris" in got.text
