@@ -105,8 +105,28 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int) -> list[float]:
-    """Seconds from clicking "Show attention" to grid, zoom and head view drawn (warm model)."""
+TAB_READY = {  # what must be drawn before a tab counts as shown
+    "Heads": [".st-key-att_grid .js-plotly-plot .heatmaplayer", ".st-key-att_zoom .js-plotly-plot .heatmaplayer"],
+    "Head view": [("att_head_view", "svg text")],
+    "Model view": [("att_model_view", "svg text")],
+    "Summaries": [".st-key-att_mean .js-plotly-plot .heatmaplayer", ".st-key-att_rollout .js-plotly-plot .heatmaplayer",
+                  ".st-key-att_stats .js-plotly-plot .heatmaplayer"],
+}
+
+
+def _wait_drawn(page, tab: str) -> None:
+    for target in TAB_READY[tab]:
+        if isinstance(target, tuple):  # inside a bertviz iframe: wait for its SVG to be drawn
+            page.frame_locator(f".st-key-{target[0]} iframe").locator(target[1]).nth(10).wait_for(state="attached")
+        else:
+            page.locator(target).first.wait_for()
+
+
+def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int,
+                           page_threads: int | None = None) -> tuple[list[float], list[float], dict]:
+    """Seconds from clicking "Show attention" to the first tab (grid and zoomed head) drawn, warm
+    model; the forward time the page reports for each click (ms, measured in the server); and
+    seconds from clicking each other tab to its views drawn (tabs run lazily)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from playwright.sync_api import sync_playwright
 
@@ -121,27 +141,41 @@ def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int) -> lis
             page.goto(url + "/attention")
             wait_idle(page, 120_000)
             page.get_by_role("combobox", name="Model").wait_for(state="attached")
+            if page_threads:
+                box = page.locator(".st-key-wb_threads input")
+                box.fill(str(page_threads))
+                box.press("Enter")
+                wait_idle(page, 120_000)
             page.locator(".stTextArea textarea").first.fill(tokens_text)
             page.keyboard.press("Control+Enter")
             wait_idle(page, 120_000)
-            times = []
+            times, forwards = [], []
+            tabs: dict[str, list[float]] = {name: [] for name in TAB_READY if name != "Heads"}
             for i in range(repeats + 1):  # the first click loads the model: not counted
+                if i:  # tabs exist once there is a result
+                    page.get_by_role("tab", name="Heads", exact=True).click()
+                    wait_idle(page, 120_000)
                 t = time.perf_counter()
                 page.get_by_role("button", name="Show attention").click()
                 wait_idle(page, 120_000)
-                page.locator(".st-key-att_grid .js-plotly-plot .heatmaplayer").first.wait_for()
-                page.locator(".st-key-att_zoom .js-plotly-plot .heatmaplayer").first.wait_for()
-                frame = page.frame_locator(".st-key-att_head_view iframe")
-                frame.locator("svg text").nth(10).wait_for(state="attached")
+                _wait_drawn(page, "Heads")
                 if i:
                     times.append(time.perf_counter() - t)
+                    line = page.locator(".st-key-att_summary_line").inner_text()
+                    forwards.append(float(line.split("forward ")[1].split(" ms")[0]))
+                    for name in tabs:
+                        t = time.perf_counter()
+                        page.get_by_role("tab", name=name, exact=True).click()
+                        wait_idle(page, 120_000)
+                        _wait_drawn(page, name)
+                        tabs[name].append(time.perf_counter() - t)
             blocked = page.external_requests
             browser.close()
     finally:
         stop_app(proc)
     if blocked:
         raise SystemExit(f"the page reached outside this machine: {blocked}")
-    return times
+    return times, forwards, tabs
 
 
 def main() -> None:
@@ -152,6 +186,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--browser", action="store_true", help="also time click-to-drawn in Chromium")
+    ap.add_argument("--page-threads", type=int, default=None,
+                    help="CPU threads to pick in the page's sidebar (default: the page's default, all cores)")
     args = ap.parse_args()
 
     store = Store()
@@ -194,9 +230,14 @@ def main() -> None:
     browser = None
     if args.browser:
         text = model.tokenizer.decode(ids[1:] if ids[0] in model.eos_token_ids else ids)
-        browser = browser_click_to_drawn(args.model, text, max(1, args.repeats // 2))
-        print(f"click to views drawn (Chromium, warm): median {statistics.median(browser):.2f} s "
-              f"over {len(browser)} ({', '.join(f'{x:.2f}' for x in browser)})")
+        browser, page_forward, tab_times = browser_click_to_drawn(
+            args.model, text, max(1, args.repeats // 2), args.page_threads)
+        print(f"Chromium, warm: click 'Show attention' to the Heads tab drawn: median "
+              f"{statistics.median(browser):.2f} s ({', '.join(f'{x:.2f}' for x in browser)}); the server's "
+              f"forward took {', '.join(f'{x:.0f}' for x in page_forward)} ms of it")
+        for name, values in tab_times.items():
+            print(f"  open tab '{name}' to drawn: median {statistics.median(values):.2f} s "
+                  f"({', '.join(f'{x:.2f}' for x in values)})")
     print(json.dumps({
         "model": args.model,
         "tokens": args.tokens,
@@ -214,6 +255,9 @@ def main() -> None:
         "long_estimated_peak_bytes": estimate.peak_bytes,
         "long_measured_rss_growth_bytes": rss.grown,
         "browser_click_to_drawn_s": statistics.median(browser) if browser else None,
+        "browser_page_forward_ms": statistics.median(page_forward) if browser else None,
+        "browser_tab_to_drawn_s": {k: statistics.median(v) for k, v in tab_times.items()} if browser else None,
+        "page_threads": args.page_threads,
     }))
 
 

@@ -24,6 +24,7 @@ class Keys:
     chat = "wb_chat"  # list of {"role", "content"} messages
     attention = "wb_attention"  # AttentionResult shown on the Attention page
     attention_generation = "wb_attention_generation"  # (GenerationResult, GenerationAttention)
+    attention_tab = "wb_attention_tab"  # the open tab of the Attention page
     latency = "wb_latency"  # (BenchResult, notes) shown on the Latency page
 
 

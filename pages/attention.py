@@ -13,6 +13,7 @@ from workbench.errors import WorkbenchError
 DEFAULT_TEXT = "The capital of France is Paris. The capital of Italy is"
 # this page's own state (shared state lives in pages._shared.Keys)
 MEMO, COMPARISON, REGENERATED = "att_memo", "att_ablation", "att_ab_texts"
+TABS = ["Heads", "Head view", "Model view", "Summaries", "While generating", "Switch heads off"]
 
 sel = sidebar("attention")
 st.title("Attention")
@@ -93,136 +94,144 @@ d2.download_button("Head view (.html)", lambda: bertviz_offline.head_view(result
                    file_name=f"head-view-{result.model}.html", mime="text/html", on_click="ignore",
                    key="att_dl_html")
 
+# Only the open tab runs and is sent: bertviz's views draw tens of thousands of SVG lines, and
+# drawing every tab at once is what made the page slow.
 tab_heads, tab_head_view, tab_model_view, tab_summary, tab_gen, tab_ablate = st.tabs(
-    ["Heads", "Head view", "Model view", "Summaries", "While generating", "Switch heads off"]
+    TABS, key=Keys.attention_tab, on_change="rerun"
 )
 
 with tab_heads:
-    grid_layers = st.multiselect("Layers in the grid", list(result.layers), default=views.default_layers(result),
-                                 key="att_grid_layers", help="Rows of the grid; columns are the heads.")
-    if grid_layers:
-        with st.container(key="att_grid"):
-            st.plotly_chart(memo("grid", tuple(grid_layers), lambda: views.heatmap_grid(result, grid_layers)),
-                            key="att_grid_chart")
-    c1, c2 = st.columns(2)
-    zl = c1.selectbox("Layer", list(result.layers), index=0, key="att_zoom_layer",
-                      format_func=lambda x: f"{x} ({result.kind_label(x)})")
-    zh = c2.selectbox("Head", list(range(H)), index=0, key="att_zoom_head")
-    with st.container(key="att_zoom"):
-        st.plotly_chart(memo("zoom", (zl, zh), lambda: views.head_heatmap(result, zl, zh)), key="att_zoom_chart")
+    if tab_heads.open:
+        grid_layers = st.multiselect("Layers in the grid", list(result.layers), default=views.default_layers(result),
+                                     key="att_grid_layers", help="Rows of the grid; columns are the heads.")
+        if grid_layers:
+            with st.container(key="att_grid"):
+                st.plotly_chart(memo("grid", tuple(grid_layers), lambda: views.heatmap_grid(result, grid_layers)),
+                                key="att_grid_chart")
+        c1, c2 = st.columns(2)
+        zl = c1.selectbox("Layer", list(result.layers), index=0, key="att_zoom_layer",
+                          format_func=lambda x: f"{x} ({result.kind_label(x)})")
+        zh = c2.selectbox("Head", list(range(H)), index=0, key="att_zoom_head")
+        with st.container(key="att_zoom"):
+            st.plotly_chart(memo("zoom", (zl, zh), lambda: views.head_heatmap(result, zl, zh)), key="att_zoom_chart")
 
 with tab_head_view:
-    start = None
-    if T > bertviz_offline.HEAD_MAX_TOKENS:
-        start = st.slider("First token of the window", 0, T - bertviz_offline.HEAD_MAX_TOKENS,
-                          T - bertviz_offline.HEAD_MAX_TOKENS, key="att_hv_start")
-    view = memo("head_view", (start,), lambda: bertviz_offline.head_view(result, start=start))
-    if view.note:
-        st.caption(view.note)
-    st.caption("Hover a token to see what it attends to; double-click a colour to show one head.")
-    with st.container(key="att_head_view"):
-        st.iframe(view.html, height=view.height)
+    if tab_head_view.open:
+        start = None
+        if T > bertviz_offline.HEAD_MAX_TOKENS:
+            start = st.slider("First token of the window", 0, T - bertviz_offline.HEAD_MAX_TOKENS,
+                              T - bertviz_offline.HEAD_MAX_TOKENS, key="att_hv_start")
+        view = memo("head_view", (start,), lambda: bertviz_offline.head_view(result, start=start))
+        if view.note:
+            st.caption(view.note)
+        st.caption("Hover a token to see what it attends to; double-click a colour to show one head.")
+        with st.container(key="att_head_view"):
+            st.iframe(view.html, height=view.height)
 
 with tab_model_view:
-    mv_layers = st.multiselect("Layers", list(result.layers), default=views.default_layers(result, 4),
-                               key="att_mv_layers")
-    if mv_layers:
-        mstart = None
-        if T > bertviz_offline.MODEL_MAX_TOKENS:
-            mstart = st.slider("First token of the window", 0, T - bertviz_offline.MODEL_MAX_TOKENS,
-                               T - bertviz_offline.MODEL_MAX_TOKENS, key="att_mv_start")
-        mview = memo("model_view", (tuple(mv_layers), mstart),
-                     lambda: bertviz_offline.model_view(result, mv_layers, start=mstart))
-        if mview.note:
-            st.caption(mview.note)
-        st.caption("Each thumbnail is one head; click it for the detail.")
-        with st.container(key="att_model_view"):
-            st.iframe(mview.html, height=mview.height)
+    if tab_model_view.open:
+        mv_layers = st.multiselect("Layers", list(result.layers), default=views.default_layers(result, 4),
+                                   key="att_mv_layers")
+        if mv_layers:
+            mstart = None
+            if T > bertviz_offline.MODEL_MAX_TOKENS:
+                mstart = st.slider("First token of the window", 0, T - bertviz_offline.MODEL_MAX_TOKENS,
+                                   T - bertviz_offline.MODEL_MAX_TOKENS, key="att_mv_start")
+            mview = memo("model_view", (tuple(mv_layers), mstart),
+                         lambda: bertviz_offline.model_view(result, mv_layers, start=mstart))
+            if mview.note:
+                st.caption(mview.note)
+            st.caption("Each thumbnail is one head; click it for the detail.")
+            with st.container(key="att_model_view"):
+                st.iframe(mview.html, height=mview.height)
 
 with tab_summary:
-    c1, c2 = st.columns(2)
-    with c1:
-        ml = st.selectbox("Mean over heads of layer", list(result.layers), index=len(result.layers) - 1,
-                          key="att_mean_layer")
-        with st.container(key="att_mean"):
-            st.plotly_chart(memo("mean", (ml,), lambda: views.mean_heatmap(result, ml)), key="att_mean_chart")
-    with c2:
-        st.caption("Rollout: each layer's head-mean map mixed half-and-half with the residual stream, "
-                   "multiplied through the layers — how much each token's final state draws on each input.")
-        with st.container(key="att_rollout"):
-            st.plotly_chart(memo("rollout", (), lambda: views.rollout_heatmap(result)), key="att_rollout_chart")
-    metric = st.segmented_control("Head statistic", list(views.STAT_TITLES), default="entropy",
-                                  format_func=lambda m: views.STAT_TITLES[m], key="att_stat") or "entropy"
-    with st.container(key="att_stats"):
-        stats = memo("stats", (), lambda: attn.head_stats(result))
-        st.plotly_chart(memo("stats_fig", (metric,), lambda: views.head_stats_figure(stats, metric)),
-                        key="att_stats_chart")
+    if tab_summary.open:
+        c1, c2 = st.columns(2)
+        with c1:
+            ml = st.selectbox("Mean over heads of layer", list(result.layers), index=len(result.layers) - 1,
+                              key="att_mean_layer")
+            with st.container(key="att_mean"):
+                st.plotly_chart(memo("mean", (ml,), lambda: views.mean_heatmap(result, ml)), key="att_mean_chart")
+        with c2:
+            st.caption("Rollout: each layer's head-mean map mixed half-and-half with the residual stream, "
+                       "multiplied through the layers — how much each token's final state draws on each input.")
+            with st.container(key="att_rollout"):
+                st.plotly_chart(memo("rollout", (), lambda: views.rollout_heatmap(result)), key="att_rollout_chart")
+        metric = st.segmented_control("Head statistic", list(views.STAT_TITLES), default="entropy",
+                                      format_func=lambda m: views.STAT_TITLES[m], key="att_stat") or "entropy"
+        with st.container(key="att_stats"):
+            stats = memo("stats", (), lambda: attn.head_stats(result))
+            st.plotly_chart(memo("stats_fig", (metric,), lambda: views.head_stats_figure(stats, metric)),
+                            key="att_stats_chart")
 
 with tab_gen:
-    st.caption("How attention moves token by token: the row of the query that predicted each new token.")
-    c1, c2, c3 = st.columns([1, 1, 1])
-    new_tokens = c1.number_input("New tokens", 1, 64, 12, key="att_gen_new")
-    if c2.button("Generate from the text", key="att_gen_go"):
-        try:
-            prompt = text if ids is None else last.prompt + last.text
-            st.session_state[Keys.attention_generation] = attn.generate_with_attention(
-                model(), prompt, max_new_tokens=int(new_tokens), stop_at_eos=True)
-        except WorkbenchError as err:
-            show_error(err)
-    can_replay = last is not None and last.model == sel.model_id and bool(last.token_ids)
-    if c3.button("Replay the last generation", key="att_gen_replay", disabled=not can_replay,
-                 help="Feeds the Generate page's last output back through the KV cache."):
-        try:
-            st.session_state[Keys.attention_generation] = (
-                last, attn.generation_attention(model(), last.prompt_ids, last.token_ids))
-        except WorkbenchError as err:
-            show_error(err)
-    recorded = st.session_state.get(Keys.attention_generation)
-    if recorded is not None and recorded[1].model == sel.model_id and recorded[1].steps:
-        gen = recorded[1]
-        st.markdown("**Generated:** " + " ".join(f"`{t}`" for t in gen.generated))
-        options = list(range(gen.steps))
-        step = st.select_slider("Generated token", options, value=0, key="att_gen_step",
-                                format_func=lambda s: f"{s + 1}: {gen.generated[s]}")
-        gl = st.selectbox("Layer", list(range(len(gen.layer_kinds))), key="att_gen_layer")
-        with st.container(key="att_gen_view"):
-            st.plotly_chart(views.generation_step_figure(gen, int(step), int(gl)), key="att_gen_chart")
+    if tab_gen.open:
+        st.caption("How attention moves token by token: the row of the query that predicted each new token.")
+        c1, c2, c3 = st.columns([1, 1, 1])
+        new_tokens = c1.number_input("New tokens", 1, 64, 12, key="att_gen_new")
+        if c2.button("Generate from the text", key="att_gen_go"):
+            try:
+                prompt = text if ids is None else last.prompt + last.text
+                st.session_state[Keys.attention_generation] = attn.generate_with_attention(
+                    model(), prompt, max_new_tokens=int(new_tokens), stop_at_eos=True)
+            except WorkbenchError as err:
+                show_error(err)
+        can_replay = last is not None and last.model == sel.model_id and bool(last.token_ids)
+        if c3.button("Replay the last generation", key="att_gen_replay", disabled=not can_replay,
+                     help="Feeds the Generate page's last output back through the KV cache."):
+            try:
+                st.session_state[Keys.attention_generation] = (
+                    last, attn.generation_attention(model(), last.prompt_ids, last.token_ids))
+            except WorkbenchError as err:
+                show_error(err)
+        recorded = st.session_state.get(Keys.attention_generation)
+        if recorded is not None and recorded[1].model == sel.model_id and recorded[1].steps:
+            gen = recorded[1]
+            st.markdown("**Generated:** " + " ".join(f"`{t}`" for t in gen.generated))
+            options = list(range(gen.steps))
+            step = st.select_slider("Generated token", options, value=0, key="att_gen_step",
+                                    format_func=lambda s: f"{s + 1}: {gen.generated[s]}")
+            gl = st.selectbox("Layer", list(range(len(gen.layer_kinds))), key="att_gen_layer")
+            with st.container(key="att_gen_view"):
+                st.plotly_chart(views.generation_step_figure(gen, int(step), int(gl)), key="att_gen_chart")
 
 with tab_ablate:
-    st.caption("Switch heads off (their output is zeroed) and compare the next-token prediction.")
-    options = [f"{layer}.{head}" for layer in range(attn.model_shape(model()).layers) for head in range(H)]
-    chosen = st.multiselect("Heads to switch off (layer.head)", options, key="att_ab_heads")
-    c1, c2, c3 = st.columns(3)
-    k = c1.number_input("Top-k", 1, 50, 10, key="att_ab_k")
-    heads = ablation.parse_heads(", ".join(chosen))
-    if c2.button("Compare next token", key="att_ab_go", disabled=not chosen):
-        try:
-            st.session_state[COMPARISON] = ablation.compare_next_token(
-                model(), ids=result.token_ids, heads=heads, k=int(k))
-        except WorkbenchError as err:
-            show_error(err)
-    regen = c3.number_input("Regenerate tokens", 1, 64, 12, key="att_ab_new")
-    if c3.button("Regenerate with heads off", key="att_ab_regen", disabled=not chosen):
-        try:
-            prompt = text if ids is None else last.prompt + last.text
-            st.session_state[REGENERATED] = ablation.regenerate(
-                model(), prompt, heads, max_new_tokens=int(regen), stop_at_eos=False)
-        except WorkbenchError as err:
-            show_error(err)
-    comparison = st.session_state.get(COMPARISON)
-    if comparison is not None:
-        with st.container(key="att_ab_result"):
-            if comparison.top_changed:
-                st.warning(f"The top token changes: '{comparison.baseline[0].token}' → '{comparison.ablated[0].token}'.")
-            else:
-                st.success(f"The top token stays '{comparison.baseline[0].token}' "
-                           f"({comparison.rows[0][2]:.1%} → {comparison.baseline_top_prob_after:.1%}).")
-            st.plotly_chart(views.ablation_figure(comparison), key="att_ab_chart")
-    texts = st.session_state.get(REGENERATED)
-    if texts is not None:
-        with st.container(key="att_ab_regen_result"):
-            a, b = st.columns(2)
-            a.markdown("**All heads**")
-            a.code(texts[0].text or "(nothing)", language=None, wrap_lines=True)
-            b.markdown("**Heads off**")
-            b.code(texts[1].text or "(nothing)", language=None, wrap_lines=True)
+    if tab_ablate.open:
+        st.caption("Switch heads off (their output is zeroed) and compare the next-token prediction.")
+        options = [f"{layer}.{head}" for layer in range(attn.model_shape(model()).layers) for head in range(H)]
+        chosen = st.multiselect("Heads to switch off (layer.head)", options, key="att_ab_heads")
+        c1, c2, c3 = st.columns(3)
+        k = c1.number_input("Top-k", 1, 50, 10, key="att_ab_k")
+        heads = ablation.parse_heads(", ".join(chosen))
+        if c2.button("Compare next token", key="att_ab_go", disabled=not chosen):
+            try:
+                st.session_state[COMPARISON] = ablation.compare_next_token(
+                    model(), ids=result.token_ids, heads=heads, k=int(k))
+            except WorkbenchError as err:
+                show_error(err)
+        regen = c3.number_input("Regenerate tokens", 1, 64, 12, key="att_ab_new")
+        if c3.button("Regenerate with heads off", key="att_ab_regen", disabled=not chosen):
+            try:
+                prompt = text if ids is None else last.prompt + last.text
+                st.session_state[REGENERATED] = ablation.regenerate(
+                    model(), prompt, heads, max_new_tokens=int(regen), stop_at_eos=False)
+            except WorkbenchError as err:
+                show_error(err)
+        comparison = st.session_state.get(COMPARISON)
+        if comparison is not None:
+            with st.container(key="att_ab_result"):
+                if comparison.top_changed:
+                    st.warning(f"The top token changes: '{comparison.baseline[0].token}' → '{comparison.ablated[0].token}'.")
+                else:
+                    st.success(f"The top token stays '{comparison.baseline[0].token}' "
+                               f"({comparison.rows[0][2]:.1%} → {comparison.baseline_top_prob_after:.1%}).")
+                st.plotly_chart(views.ablation_figure(comparison), key="att_ab_chart")
+        texts = st.session_state.get(REGENERATED)
+        if texts is not None:
+            with st.container(key="att_ab_regen_result"):
+                a, b = st.columns(2)
+                a.markdown("**All heads**")
+                a.code(texts[0].text or "(nothing)", language=None, wrap_lines=True)
+                b.markdown("**Heads off**")
+                b.code(texts[1].text or "(nothing)", language=None, wrap_lines=True)

@@ -25,22 +25,35 @@ def specs(at):
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
+def open_tab(at, name):
+    """Tabs run lazily: only the open one is computed and sent."""
+    at.session_state["wb_attention_tab"] = name
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def test_show_attention_draws_every_view(page):
     result = show(page)
     L, H, T, _ = result.weights.shape
     assert (L, H) == (2, 4) and T == len(result.tokens)
     np.testing.assert_allclose(result.weights.sum(-1), 1, atol=1e-5)
     figures = specs(page)
-    # grid (2 layers x 4 heads), zoomed head, mean, rollout, head stats
-    assert len(figures) >= 5
+    assert len(figures) == 2 and not page.get("iframe")  # grid and zoomed head; other tabs wait
     grid = figures[0]
     assert sum(t["type"] == "heatmap" for t in grid["data"]) == L * H
     assert "query" in grid["data"][0]["hovertemplate"] and "key" in grid["data"][0]["hovertemplate"]
-    iframes = page.get("iframe")
-    assert len(iframes) == 2  # head view, model view
-    srcdoc = iframes[0].proto.srcdoc
-    assert "Paris" in srcdoc and "cdnjs" not in srcdoc and "require.config" not in srcdoc
     assert any("forward" in c.value for c in page.caption)
+
+    srcdoc = open_tab(page, "Head view").get("iframe")[0].proto.srcdoc
+    assert "Paris" in srcdoc and "cdnjs" not in srcdoc and "require.config" not in srcdoc
+    assert len(specs(page)) == 0
+    model_doc = open_tab(page, "Model view").get("iframe")[0].proto.srcdoc
+    assert "<title>Model view: tiny-llama</title>" in model_doc and "include_heads" in model_doc
+    assert len(page.get("iframe")) == 1
+    titles = [f["layout"]["title"]["text"] for f in specs(open_tab(page, "Summaries"))]
+    assert any("mean over 4 heads" in t for t in titles) and any("rollout" in t for t in titles)
+    assert any("Entropy" in t for t in titles)
 
 
 def test_memory_estimate_is_shown_before_running(page):
@@ -50,7 +63,7 @@ def test_memory_estimate_is_shown_before_running(page):
 
 def test_injection_text_is_data_not_markup(page):
     show(page, f"Hi {INJECTION} there")
-    srcdoc = page.get("iframe")[0].proto.srcdoc
+    srcdoc = open_tab(page, "Head view").get("iframe")[0].proto.srcdoc
     assert "<script>alert" not in srcdoc
     scripts = script_blocks(srcdoc)
     assert len(scripts) == 4  # jQuery, d3, the requirejs shim, bertviz with its parameters
@@ -104,6 +117,7 @@ def test_last_generation_and_step_view(open_page):
     assert result.token_ids == list(last.prompt_ids) + list(last.token_ids)
     assert set(result.layer_kinds) == {"sliding", "full"}
     if last.token_ids:
+        open_tab(at, "While generating")
         at.button(key="att_gen_replay").click().run()
         assert not at.exception
         _, gen = at.session_state["wb_attention_generation"]
@@ -115,10 +129,12 @@ def test_last_generation_and_step_view(open_page):
 
 def test_generate_with_attention_and_ablation(page):
     show(page)
+    open_tab(page, "While generating")
     page.button(key="att_gen_go").click().run()
     assert not page.exception
     _, gen = page.session_state["wb_attention_generation"]
     assert gen.steps >= 1
+    open_tab(page, "Switch heads off")
     page.multiselect(key="att_ab_heads").set_value(["0.0", "1.2"]).run()
     page.button(key="att_ab_go").click().run()
     assert not page.exception
