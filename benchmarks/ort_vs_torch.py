@@ -127,11 +127,14 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--genai-rounds", type=int, default=3)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8",
+                        help="torch and onnxruntime are required; onnxruntime-int8 shows quantization drift")
     args = parser.parse_args(argv)
     threads = set_threads(args.threads or len(os.sched_getaffinity(0)))
     store = Store()
     model = load_model(args.model, store=store, device="cpu", threads=threads)
-    backends = {name: make_backend(model, name, threads=threads, store=store) for name in ("torch", "onnxruntime")}
+    names = list(dict.fromkeys(["torch", "onnxruntime"] + args.backends.split(",")))
+    backends = {name: make_backend(model, name, threads=threads, store=store) for name in names}
     lengths = tuple(int(x) for x in args.prompt_lengths.split(","))
     config = BenchConfig(prompt_lengths=lengths, new_tokens=args.new_tokens, decode_prompt_length=128,
                          min_repeats=args.repeats, min_time_s=args.min_time, threads=threads)
@@ -161,6 +164,9 @@ def main(argv=None) -> int:
         print(f"{name:<18} reads {b['weights_mb']:.0f} MB/token at {b['gb_per_s']:.1f} GB/s = "
               f"{b['share_of_ceiling']:.0%} of the {BANDWIDTH_GB_S} GB/s ceiling")
     parity = result.parity["onnxruntime"]
+    drift = {name: {"max_abs_diff": p.max_abs_diff, "greedy_match": p.greedy_match, "greedy_total": p.greedy_total,
+                    "passed": p.passed, "decode_p50_ms": result.result(name).decode.p50}
+             for name, p in result.parity.items()}
     summary = {
         "model": result.model,
         "torch_decode_p50_ms": torch_r.decode.p50,
@@ -170,6 +176,7 @@ def main(argv=None) -> int:
         "tokens_per_s": {r.backend: r.tokens_per_s for r in result.results},
         "parity": {"max_abs_diff": parity.max_abs_diff, "greedy_match": parity.greedy_match,
                    "greedy_total": parity.greedy_total, "passed": parity.passed},
+        "variants": drift,
         "genai": genai,
         "bandwidth": bandwidth,
         "env": {"cpu": result.env["cpu"], "cores": result.env["cores"], "threads": threads,
