@@ -53,11 +53,17 @@ window.requirejs = function (deps, fn) {
   var mods = {jquery: window.jQuery, d3: window.d3};
   return fn.apply(null, deps.map(function (d) { return mods[d]; }));
 };
-// Weights travel as integer thousandths (half the bytes of decimals); bertviz wants fractions.
+// Weights travel as integer thousandths without each row's trailing zeros (a causal map's
+// future): bertviz wants full rows of fractions.
 window.wbFractions = function (p) {
   p.attention.forEach(function (a) {
+    var n = a.right_text.length;
     a.attn = a.attn.map(function (layer) { return layer.map(function (head) {
-      return head.map(function (row) { return row.map(function (v) { return v / 1000; }); });
+      return head.map(function (row) {
+        var full = new Array(n);
+        for (var i = 0; i < n; i++) { full[i] = i < row.length ? row[i] / 1000 : 0; }
+        return full;
+      });
     }); });
   });
   return p;
@@ -178,7 +184,14 @@ def _document(title: str, body: str) -> str:
 
 
 def _attn_values(weights: np.ndarray) -> list:
-    return np.rint(weights * SCALE).astype(np.int32).tolist()
+    """``(layers, heads, q, k)`` as integer thousandths, each row cut after its last non-zero."""
+    ints = np.rint(weights * SCALE).astype(np.int32)
+    nonzero = ints != 0
+    k = ints.shape[-1]
+    # length of each row up to its last non-zero value (0 for an all-zero row)
+    lengths = np.where(nonzero.any(-1), k - np.argmax(nonzero[..., ::-1], axis=-1), 0)
+    return [[[row[:n] for row, n in zip(head.tolist(), head_len.tolist())]
+             for head, head_len in zip(layer, layer_len)] for layer, layer_len in zip(ints, lengths)]
 
 
 def _params_js(params: dict) -> str:
