@@ -30,6 +30,12 @@ def test_views_draw_offline_with_token_labels(app_url, page):
     print(f"click to grid drawn: {seconds:.2f} s")
     grid = page.locator(".st-key-att_grid")
     assert grid.locator(".heatmaplayer image, .heatmaplayer").count() > 0
+    box = grid.locator(".nsewdrag").first.bounding_box()  # the first cell: layer 0, head 0
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+    hover = grid.locator(".hoverlayer .hovertext").first
+    hover.wait_for()
+    text = hover.text_content()
+    assert "query" in text and "key" in text and "weight" in text
     shot(page.locator('[data-testid="stMain"]'), "attention-page")
     shot(grid, "attention-grid")
     page.locator(".st-key-att_zoom .js-plotly-plot").first.wait_for()
@@ -46,7 +52,14 @@ def test_views_draw_offline_with_token_labels(app_url, page):
     frame.locator("#layer option").first.wait_for(state="attached")
     assert frame.locator("#layer option").count() == 2
     assert frame.locator("html[data-pwned]").count() == 0
+    # hovering a token shows only its lines (bertviz's d3 v5 handlers work offline)
+    frame.locator("#left text", has_text="Paris").first.hover()
+    frame.locator("line[visibility='visible']").first.wait_for(state="attached")
+    assert frame.locator("#attention[visibility='hidden']").count() == 1
     shot(page.locator(".st-key-att_head_view"), "attention-head-view")
+    frame.locator("#layer").select_option("1")  # another layer redraws
+    frame.locator("#attention").wait_for(state="attached")
+    assert frame.locator("#layer").input_value() == "1"
 
     page.get_by_role("tab", name="Model view").click()
     mframe = page.frame_locator(".st-key-att_model_view iframe")
