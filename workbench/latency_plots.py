@@ -49,9 +49,11 @@ def decode_figure(result: BenchResult) -> go.Figure:
         x=names, y=p50, marker_color=[_color(n) for n in names],
         error_y={"type": "data", "symmetric": False, "array": [b - a for a, b in zip(p50, p90)],
                  "arrayminus": [0] * len(p50)},
-        text=[f"{v:.1f} ms" for v in p50], textposition="outside",
         hovertemplate="%{x}: %{y:.2f} ms/token (p50)<extra></extra>",
     ))
+    # the values go under the bars: above them they would collide with the p90 whiskers
+    fig.update_xaxes(tickmode="array", tickvals=names,
+                     ticktext=[f"{n}<br><b>{v:.1f} ms</b>" for n, v in zip(names, p50)])
     fig.update_layout(
         title=f"Decode latency per token (context {result.config.decode_prompt_length}) — {result.model}",
         yaxis_title="ms per token, p50; bar to p90", template="plotly_white", height=400,

@@ -272,7 +272,7 @@ def export_model(
             problem = check_export(out)
             if problem:
                 raise ExportError(f"The export of {card.id} ({variant}) came out inconsistent: {problem}. "
-                                  "Try again; if it repeats, report it with the versions above.")
+                                  "Try again; if it repeats, the exporter and these library versions disagree: report it.")
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 os.replace(target, staging / "old")
