@@ -222,7 +222,8 @@ with tab_ablate:
         if comparison is not None:
             with st.container(key="att_ab_result"):
                 if comparison.top_changed:
-                    st.warning(f"The top token changes: '{comparison.baseline[0].token}' → '{comparison.ablated[0].token}'.")
+                    before, after = comparison.baseline[0].token, comparison.ablated[0].token
+                    st.warning(f"The top token changes: '{before}' → '{after}'.")
                 else:
                     st.success(f"The top token stays '{comparison.baseline[0].token}' "
                                f"({comparison.rows[0][2]:.1%} → {comparison.baseline_top_prob_after:.1%}).")

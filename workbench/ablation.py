@@ -34,7 +34,9 @@ def parse_heads(spec: str) -> list[Head]:
         try:
             layer, head = (int(x) for x in part.replace(":", ".").split("."))
         except ValueError:
-            raise InvalidInputError(f"'{part}' is not a head: write layer.head, e.g. 3.1 for layer 3, head 1.") from None
+            raise InvalidInputError(
+                f"'{part}' is not a head: write layer.head, e.g. 3.1 for layer 3, head 1."
+            ) from None
         heads.append((layer, head))
     return heads
 

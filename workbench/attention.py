@@ -45,7 +45,7 @@ MEMORY_SHARE = 0.5
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte <-> printable-character table (byte-level BPE writes tokens in it)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -383,7 +383,8 @@ def _top(model, logits: torch.Tensor, k: int) -> list[Prediction]:
     probs = torch.softmax(logits.float(), dim=-1)
     p, i = torch.topk(probs, min(k, probs.numel()))
     # each candidate on its own: they are alternatives, not a sequence
-    return [Prediction(display_tokens(model.tokenizer, [j])[0], int(j), float(q)) for j, q in zip(i.tolist(), p.tolist())]
+    return [Prediction(display_tokens(model.tokenizer, [j])[0], int(j), float(q))
+            for j, q in zip(i.tolist(), p.tolist())]
 
 
 def attention(

@@ -123,7 +123,8 @@ def head_heatmap(result: AttentionResult, layer: int, head: int,
     if n <= max_tokens:
         labels = position_labels(result.tokens)
         fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale=COLORSCALE, zmin=0,
-                                   zmax=colour_max(matrix), hovertemplate=HOVER, meta=meta_text, colorbar=dict(title="weight")))
+                                   zmax=colour_max(matrix), hovertemplate=HOVER, meta=meta_text,
+                                   colorbar=dict(title="weight")))
         fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), type="category")
         fig.update_yaxes(tickfont=dict(size=10), type="category")
         _reverse_y(fig)

@@ -94,7 +94,8 @@ def test_sentencepiece_style_tokens():
         backend_tokenizer = None
 
         def convert_ids_to_tokens(self, ids):
-            table = {0: "<bos>", 1: "▁Hello", 2: "▁wor", 3: "ld", 4: "<0x0A>", 5: "<0xF0>", 6: "<0x9F>", 7: "<0x99>", 8: "<0x82>"}
+            table = {0: "<bos>", 1: "▁Hello", 2: "▁wor", 3: "ld", 4: "<0x0A>",
+                     5: "<0xF0>", 6: "<0x9F>", 7: "<0x99>", 8: "<0x82>"}
             return [table[i] for i in ids]
 
     assert attn.display_tokens(SP(), range(9)) == [
