@@ -14,6 +14,22 @@ from workbench.errors import WorkbenchError
 from workbench.store import INSTALLED, Store
 
 
+def _hand_over_to_app_menu() -> None:
+    """Streamlit treats a ``pages/`` folder beside the main script as a legacy multipage app
+    until ``st.navigation`` has run once in the process: if the very first request of a fresh
+    server names a page URL (a bookmark, a reloaded tab), Streamlit runs that page script alone,
+    with a menu of file names. Switch the legacy mode off and rerun, so ``app.py`` builds the
+    menu and runs the page."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_hand_over_to_app_menu()
+
+
 class Keys:
     """Session-state keys shared between pages."""
 
