@@ -5,6 +5,7 @@ from pages._shared import forget_model, get_store, show_error, sidebar
 from workbench.bench import measured_speeds
 from workbench.errors import WorkbenchError
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
+from workbench.units import human_bytes, human_count
 
 sidebar("generate")
 store = get_store()
@@ -38,18 +39,6 @@ BADGE = {
 }
 
 
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def count(n: int) -> str:
-    return f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-
-
 def with_progress(label: str, action):
     """Run ``action(progress)`` inside a live status box; errors are shown, not raised."""
     with st.status(label, expanded=True) as status:
@@ -72,9 +61,9 @@ for i, entry in enumerate(entries):
         st.markdown(f"#### {card.name}  {BADGE.get(entry.status, entry.status)}")
         st.markdown(" ".join(f":gray-badge[{t}]" for t in card.tags) or " ")
         st.markdown(
-            f"**{count(card.parameters)}** parameters · **{card.layers} × {card.heads}** layers × heads"
+            f"**{human_count(card.parameters)}** parameters · **{card.layers} × {card.heads}** layers × heads"
             f" · **{card.context_length:,}** context · "
-            + (f"**{human(entry.size_bytes)}** on disk" if entry.size_bytes else "not on disk")
+            + (f"**{human_bytes(entry.size_bytes)}** on disk" if entry.size_bytes else "not on disk")
         )
         st.caption(f"`{card.id}` · {card.architecture} · licence: {card.license}")
         st.write(card.description)

@@ -12,6 +12,7 @@ import sys
 
 from .errors import WorkbenchError
 from .store import Store
+from .units import human_bytes, human_count
 
 # Modules that add their own sub-commands: each defines ``add_cli(subparsers)``.
 EXTENSIONS: tuple[str, ...] = ("workbench.attention_cli", "workbench.onnx_cli")
@@ -34,14 +35,6 @@ class TerminalProgress:
             self.stream.write("\n")
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
 # --- store --------------------------------------------------------------------------------------
 
 def cmd_store_list(args) -> int:
@@ -51,8 +44,8 @@ def cmd_store_list(args) -> int:
         return 0
     print(f"{'id':<24} {'status':<14} {'params':>8} {'size':>9}  name")
     for e in entries:
-        params = f"{e.card.parameters / 1e6:.0f}M"
-        print(f"{e.card.id:<24} {e.status:<14} {params:>8} {_human(e.size_bytes):>9}  {e.card.name}")
+        params = human_count(e.card.parameters)
+        print(f"{e.card.id:<24} {e.status:<14} {params:>8} {human_bytes(e.size_bytes):>9}  {e.card.name}")
     return 0
 
 
