@@ -7,6 +7,7 @@ import streamlit as st
 
 from pages._shared import Keys, get_model, show_error, sidebar
 from workbench import ablation, attention_views as views, bertviz_offline
+from workbench import attention_math
 from workbench import attention as attn
 from workbench.errors import WorkbenchError
 
@@ -93,6 +94,87 @@ d1.download_button("Weights (.npz)", result.npz_bytes, file_name=f"attention-{re
 d2.download_button("Head view (.html)", lambda: bertviz_offline.head_view(result).html,
                    file_name=f"head-view-{result.model}.html", mime="text/html", on_click="ignore",
                    key="att_dl_html")
+
+def teaching_note() -> None:
+    """softmax(QKᵀ/√d_k)V explained, with the real scores of one head and query of this text."""
+    st.latex(r"\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^{\top}}{\sqrt{d_k}}\right) V")
+    st.markdown(
+        "Every token is turned into three vectors of length $d_k$ by the layer's weights: a **query** "
+        "(what it is looking for), a **key** (what it offers) and a **value** (what it passes on). "
+        "The **score** of query token *i* for key token *j* is the dot product $q_i \\cdot k_j$, divided "
+        "by $\\sqrt{d_k}$ so scores do not grow with the vector length and the softmax does not "
+        "saturate. The **softmax** turns a row of scores into weights between 0 and 1 that add up to 1. "
+        "Token *i*'s output is the weighted average of the values.\n\n"
+        "So **one row of one head's map** is query token *i*'s weights over the keys: how much of each "
+        "token this head mixes into *i*. A model only reads left to right: future keys get a score of "
+        "$-\\infty$ (the **causal mask**), so their weight is exactly 0 — the empty upper triangle of "
+        "every map."
+    )
+    shape = attn.model_shape(model())
+    facts = []
+    if shape.kv_heads < shape.heads:
+        g = shape.heads // shape.kv_heads
+        facts.append(
+            f"**Grouped-query attention:** {result.model} has {shape.heads} query heads but only "
+            f"{shape.kv_heads} key/value head{'s' if shape.kv_heads > 1 else ''}: each group of {g} query "
+            f"heads uses the same keys and values. Query head *h* reads key/value head *h* // {g} "
+            "(integer division), so heads of a group differ only in their queries.")
+    else:
+        facts.append(f"**Multi-head attention:** each of the {shape.heads} heads has its own queries, keys "
+                     "and values.")
+    if shape.sliding_window:
+        facts.append(
+            f"**Sliding-window layers:** on layers marked *sliding* a query sees only the last "
+            f"{shape.sliding_window} tokens (itself included); older keys get $-\\infty$ too. The *full* "
+            "layers see the whole text.")
+    st.markdown("\n\n".join(facts))
+
+    c1, c2, c3 = st.columns([1, 1, 3])
+    layer = c1.selectbox("Layer", list(result.layers), index=len(result.layers) - 1, key="att_note_layer",
+                         format_func=lambda x: f"{x} ({result.kind_label(x)})")
+    head = c2.selectbox("Head", list(range(H)), key="att_note_head")
+    query = c3.selectbox("Query token", list(range(T)), index=T - 1, key="att_note_query",
+                         format_func=lambda i: f"{i} {result.tokens[i]}")
+    try:
+        bd = memo("breakdown", (layer, head, query), lambda: attention_math.score_breakdown(
+            model(), int(layer), int(head), int(query), ids=result.token_ids))
+    except WorkbenchError as err:
+        show_error(err)
+        return
+    steps = [f"$d_k$ = {bd.d_k}, scale = {bd.scale_rule} = {bd.scale:.4g}"]
+    if bd.qk_norm:
+        steps.append("q and k are RMS-normalised per head first (Gemma 3), which is why its scale uses "
+                     "`query_pre_attn_scalar` rather than $d_k$")
+    steps.append("q and k are rotated by their positions (rotary embeddings) before the dot product"
+                 if bd.rotary else "no rotary embedding: GPT-2 adds learned position vectors to the input instead")
+    if bd.kv_heads < bd.heads:
+        steps.append(f"head {bd.head} reads key/value head {bd.kv_head}, shared by query heads "
+                     f"{bd.group[0]}–{bd.group[-1]}")
+    hidden = [f"{bd.future_keys} future key{'s' if bd.future_keys != 1 else ''}"] if bd.future_keys else []
+    if bd.outside_window:
+        hidden.append(f"{bd.outside_window} key{'s' if bd.outside_window != 1 else ''} outside the window "
+                      f"of {bd.window}")
+    if hidden:
+        steps.append(" and ".join(hidden) + " get $-\\infty$ (weight 0)")
+    st.markdown("\n".join(f"- {s}" for s in steps))
+    with st.container(key="att_note_chart"):
+        st.plotly_chart(memo("breakdown_fig", (layer, head, query), lambda: views.score_figure(bd)),
+                        key="att_note_fig")
+    st.dataframe(attention_math.breakdown_frame(bd), hide_index=True, key="att_note_table", height=240,
+                 column_config={"score q·k×scale": st.column_config.NumberColumn(format="%.4f"),
+                                "weight (softmax)": st.column_config.NumberColumn(format="%.4f")})
+    diff = bd.max_abs_diff(result.head(layer, head)[query])
+    verdict = st.success if diff < 1e-4 else st.error
+    with st.container(key="att_note_check"):
+        verdict(f"Check: the softmax of these scores equals row {query} of layer {layer}, head {head} on "
+                f"this page — largest difference {diff:.1e}.")
+
+
+note = st.expander("How one row is computed: softmax(QKᵀ/√d_k)V with this text's numbers", key="att_note",
+                   on_change="rerun")
+with note:
+    if note.open:  # runs the model up to the chosen layer: only when open
+        teaching_note()
 
 # Only the open tab runs and is sent: bertviz's views draw tens of thousands of SVG lines, and
 # drawing every tab at once is what made the page slow.

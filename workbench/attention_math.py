@@ -210,3 +210,18 @@ def score_breakdown(
         kv_head=kv_head, heads=shape.heads, kv_heads=shape.kv_heads, layer_kind=kind, window=window,
         rotary=rotary, qk_norm=norm,
     )
+
+
+def breakdown_frame(bd: ScoreBreakdown):
+    """The row as a table, one line per key up to the query: position, token, score
+    (``−inf`` when masked), weight. A pandas ``DataFrame``; keys after the query are left out
+    (all ``−inf``, weight 0)."""
+    import pandas as pd
+
+    n = bd.query + 1
+    return pd.DataFrame({
+        "position": np.arange(n),
+        "key token": bd.tokens[:n],
+        "score q·k×scale": bd.scores[:n],
+        "weight (softmax)": bd.probabilities[:n],
+    })

@@ -244,3 +244,39 @@ def ablation_figure(comparison) -> go.Figure:
     fig = _finish(fig, f"Next token with heads {heads} switched off (layer.head)", "", 440)
     fig.update_layout(margin=dict(t=80))
     return fig
+
+
+SCORE_MAX_KEYS = 48
+
+
+def score_figure(bd, max_keys: int = SCORE_MAX_KEYS) -> go.Figure:
+    """A ``ScoreBreakdown`` as two bar rows over the keys: pre-softmax scores (top) and the
+    softmax weights (bottom). Masked keys are left out; past ``max_keys`` visible keys only the
+    ``max_keys`` heaviest are drawn (in position order) and the title says so."""
+    from plotly.subplots import make_subplots
+
+    keys = np.flatnonzero(bd.visible)
+    note = ""
+    if len(keys) > max_keys:
+        top = keys[np.argsort(-bd.probabilities[keys], kind="stable")[:max_keys]]
+        share = float(bd.probabilities[top].sum())
+        note = (f"{len(keys)} visible keys: showing the {max_keys} with the most weight "
+                f"({share:.0%} of this row's attention)")
+        keys = np.sort(top)
+    labels = [f"{k} {bd.tokens[k]}" for k in keys]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("score = q·k × scale (before softmax)", "weight = softmax(score)"))
+    custom = [bd.tokens[k] for k in keys]
+    fig.add_trace(go.Bar(x=labels, y=bd.scores[keys], marker_color="#7f7f7f", customdata=custom,
+                         hovertemplate="key %{x}<br>score %{y:.3f}<extra></extra>", name="score"), 1, 1)
+    fig.add_trace(go.Bar(x=labels, y=bd.probabilities[keys], marker_color="#440154", customdata=custom,
+                         hovertemplate="key %{x}<br>weight %{y:.3f}<extra></extra>", name="weight"), 2, 1)
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
+    fig.update_yaxes(title_text="score", row=1, col=1)
+    fig.update_yaxes(title_text="weight", rangemode="tozero", row=2, col=1)
+    fig.update_layout(showlegend=False, bargap=0.15)
+    title = (f"Layer {bd.layer}, head {bd.head}: query {bd.query} '{bd.tokens[bd.query]}' "
+             f"over keys 0–{bd.query}")
+    fig = _finish(fig, title, note, 520)
+    fig.update_layout(margin=dict(t=90 if note else 70))
+    return fig
