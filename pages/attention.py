@@ -3,6 +3,8 @@ model views (offline), summaries, attention while generating, and head ablation.
 
 Layout only: the numbers come from ``workbench.attention`` / ``workbench.ablation``, the figures
 from ``workbench.attention_views`` and ``workbench.bertviz_offline``."""
+import re
+
 import streamlit as st
 
 from pages._shared import Keys, get_model, show_error, sidebar
@@ -21,6 +23,14 @@ st.title("Attention")
 st.caption("Type a text (or take the last generation) and see where every head of the model looks.")
 if sel.model_id is None:
     st.stop()
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:])")
+
+
+def md(token: str) -> str:
+    """Token text placed in markdown shows as typed: no formatting, links, LaTeX or emoji codes."""
+    return _MARKDOWN.sub(r"\\\1", token)
 
 
 def model():
@@ -57,17 +67,35 @@ if source == "Last generation":
 else:
     text = st.text_area("Text", DEFAULT_TEXT, height=110, key="att_text")
 
+keep = None  # layers to compute; None = all
 try:
     count = len(ids) if ids is not None else len(attn.encode(model(), text))
+    attn.check_length(model(), count)
     estimate = attn.estimate_memory(model(), count)
-    st.caption(f"{estimate.describe()}" + ("" if estimate.fits else " — too much: shorten the text."))
+    st.caption(estimate.describe())
+    if not estimate.fits:
+        fit = attn.layers_that_fit(model(), count, estimate.budget_bytes)
+        if not fit:
+            fits = attn.max_tokens_within(model(), estimate.budget_bytes, 1)
+            st.error(f"Even one layer of this text does not fit in memory: shorten it to about {fits:,} tokens.",
+                     icon="⚠️")
+            estimate = None
+        else:
+            st.warning(f"All {estimate.layers} layers do not fit in memory: the run computes the "
+                       f"{len(fit)} evenly spaced layers below (change them, or shorten the text).")
+            keep = st.multiselect("Layers to compute", list(range(estimate.layers)), default=fit,
+                                  key="att_keep_layers")
+            estimate = attn.estimate_memory(model(), count, keep) if keep else None
+            if estimate is not None:
+                st.caption(estimate.describe() + ("" if estimate.fits else " — still too much: drop layers."))
 except WorkbenchError as err:
     count, estimate = 0, None
     show_error(err)
 
-if st.button("Show attention", type="primary", key="att_go", disabled=estimate is None):
+if st.button("Show attention", type="primary", key="att_go", disabled=estimate is None or not estimate.fits):
     try:
-        result = attn.attention(model(), text, ids=ids)
+        with st.spinner(f"Running {sel.model_id} over {count:,} tokens…"):
+            result = attn.attention(model(), text, ids=ids, layers=keep)
         st.session_state[Keys.attention] = result
         st.session_state[MEMO] = {}
         st.session_state.pop(Keys.attention_generation, None)
@@ -86,7 +114,7 @@ kinds = sorted(set(result.layer_kinds))
 st.container(key="att_summary_line").caption(
     f"{result.model}: {T} tokens · {L} layers × {H} query heads ({result.kv_heads} key/value heads) · "
     f"layer kinds: {', '.join(kinds)} · forward {result.forward_ms:.0f} ms · next token: "
-    + ", ".join(f"'{p.token}' {p.prob:.1%}" for p in result.next_tokens[:3])
+    + ", ".join(f"'{md(p.token)}' {p.prob:.1%}" for p in result.next_tokens[:3])
 )
 d1, d2, _ = st.columns([1, 1, 3])
 d1.download_button("Weights (.npz)", result.npz_bytes, file_name=f"attention-{result.model}.npz",
@@ -130,14 +158,15 @@ def teaching_note() -> None:
     st.markdown("\n\n".join(facts))
 
     c1, c2, c3 = st.columns([1, 1, 3])
-    layer = c1.selectbox("Layer", list(result.layers), index=len(result.layers) - 1, key="att_note_layer",
+    layer = c1.selectbox("Layer", list(result.layers), index=0, key="att_note_layer",
                          format_func=lambda x: f"{x} ({result.kind_label(x)})")
     head = c2.selectbox("Head", list(range(H)), key="att_note_head")
     query = c3.selectbox("Query token", list(range(T)), index=T - 1, key="att_note_query",
                          format_func=lambda i: f"{i} {result.tokens[i]}")
     try:
-        bd = memo("breakdown", (layer, head, query), lambda: attention_math.score_breakdown(
-            model(), int(layer), int(head), int(query), ids=result.token_ids))
+        with st.spinner(f"Running the model up to layer {layer}…"):
+            bd = memo("breakdown", (layer, head, query), lambda: attention_math.score_breakdown(
+                model(), int(layer), int(head), int(query), ids=result.token_ids))
     except WorkbenchError as err:
         show_error(err)
         return
@@ -270,7 +299,8 @@ with tab_gen:
         recorded = st.session_state.get(Keys.attention_generation)
         if recorded is not None and recorded[1].model == sel.model_id and recorded[1].steps:
             gen = recorded[1]
-            st.markdown("**Generated:** " + " ".join(f"`{t}`" for t in gen.generated))
+            st.markdown("**Generated** (one token per box):")
+            st.code(" ".join(f"[{t}]" for t in gen.generated), language=None, wrap_lines=True)
             options = list(range(gen.steps))
             step = st.select_slider("Generated token", options, value=0, key="att_gen_step",
                                     format_func=lambda s: f"{s + 1}: {gen.generated[s]}")
@@ -305,9 +335,9 @@ with tab_ablate:
             with st.container(key="att_ab_result"):
                 if comparison.top_changed:
                     before, after = comparison.baseline[0].token, comparison.ablated[0].token
-                    st.warning(f"The top token changes: '{before}' → '{after}'.")
+                    st.warning(f"The top token changes: '{md(before)}' → '{md(after)}'.")
                 else:
-                    st.success(f"The top token stays '{comparison.baseline[0].token}' "
+                    st.success(f"The top token stays '{md(comparison.baseline[0].token)}' "
                                f"({comparison.rows[0][2]:.1%} → {comparison.baseline_top_prob_after:.1%}).")
                 st.plotly_chart(views.ablation_figure(comparison), key="att_ab_chart")
         texts = st.session_state.get(REGENERATED)

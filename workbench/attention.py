@@ -249,6 +249,19 @@ def max_tokens_within(model, budget_bytes: int, layers: int | None = None) -> in
     return max(int((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a)), 0)
 
 
+def layers_that_fit(model, tokens: int, budget_bytes: int | None = None) -> list[int]:
+    """The most evenly spaced layers (first and last kept when two or more fit) whose attention
+    over ``tokens`` tokens fits ``budget_bytes``; ``[]`` when not even one layer fits."""
+    layers = model_shape(model).layers
+    budget = budget_bytes if budget_bytes is not None else int(available_memory() * MEMORY_SHARE)
+    count = layers
+    while count and not estimate_memory(model, tokens, range(count), budget).fits:
+        count -= 1
+    if count == 0:
+        return []
+    return sorted(set(np.linspace(0, layers - 1, count).round().astype(int).tolist()))
+
+
 # --- the result -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -327,7 +340,8 @@ def encode(model, text: str) -> list[int]:
     return list(model.tokenizer(text)["input_ids"])
 
 
-def _check_length(model, n: int) -> None:
+def check_length(model, n: int) -> None:
+    """Refuse 0 tokens, or more than the model reads (the message says the limit)."""
     if n < 1:
         raise InvalidInputError("There are no tokens to look at: type some text.")
     if n > model.context_length:
@@ -404,7 +418,7 @@ def attention(
     if ids is None:
         ids = encode(model, text or "")
     ids = [int(i) for i in ids]
-    _check_length(model, len(ids))
+    check_length(model, len(ids))
     shape = model_shape(model)
     keep = list(range(shape.layers)) if layers is None else sorted(set(int(i) for i in layers))
     if not keep:
@@ -476,14 +490,19 @@ class HeadStats:
 
 
 def head_stats(result: AttentionResult) -> HeadStats:
+    """One layer at a time, so a long text needs no second copy of its weights."""
     w = result.weights
-    plogp = np.zeros_like(w)
-    np.log2(w, out=plogp, where=w > 0)
-    plogp *= w
-    entropy = -plogp.sum(-1, dtype=np.float64).mean(-1)
-    if w.shape[-1] > 1:
+    L, H, T, _ = w.shape
+    entropy = np.zeros((L, H), dtype=np.float64)
+    for i in range(L):
+        layer = w[i]
+        plogp = np.zeros_like(layer)
+        np.log2(layer, out=plogp, where=layer > 0)
+        plogp *= layer
+        entropy[i] = -plogp.sum(-1, dtype=np.float64).mean(-1)
+    if T > 1:
         first = w[..., 1:, 0].mean(-1)
-        q = np.arange(1, w.shape[-1])
+        q = np.arange(1, T)
         prev = w[..., q, q - 1].mean(-1)
     else:
         first = w[..., 0, 0]
@@ -656,7 +675,7 @@ def generation_attention(model, prompt_ids: Sequence[int], token_ids: Sequence[i
     prompt_ids, token_ids = [int(i) for i in prompt_ids], [int(i) for i in token_ids]
     if not token_ids:
         raise InvalidInputError("The generation has no new tokens to show: generate at least one.")
-    _check_length(model, len(prompt_ids) + len(token_ids))
+    check_length(model, len(prompt_ids) + len(token_ids))
     backend = RecordingBackend(model)
     with backend.recording():
         _, state = backend.prefill(torch.tensor([prompt_ids]))

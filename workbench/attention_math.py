@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .attention import SLIDING, _check_length, attention_modules, display_tokens, encode, model_shape
+from .attention import SLIDING, check_length, attention_modules, display_tokens, encode, model_shape
 from .errors import InvalidInputError, UnsupportedModelError
 
 
@@ -175,7 +175,7 @@ def score_breakdown(
     if ids is None:
         ids = encode(model, text or "")
     ids = [int(i) for i in ids]
-    _check_length(model, len(ids))
+    check_length(model, len(ids))
     shape = model_shape(model)
     T = len(ids)
     query = T - 1 if query is None else int(query)

@@ -31,6 +31,16 @@ ZOOM_TOP_K = 5
 HOVER = "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra>%{meta}</extra>"
 
 
+def plotly_text(text):
+    """Token text as plotly shows it literally. Plotly reads ``<b>``, ``<br>``, ``<a href>``… in
+    labels, titles and hover text as markup and drops tags it does not know, so ``<``, ``>`` and
+    ``&`` are written as entities (plotly turns them back into the characters). Takes a string or
+    a list of strings."""
+    if not isinstance(text, str):
+        return [plotly_text(t) for t in text]
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _finish(fig: go.Figure, title: str, note: str, height: int) -> go.Figure:
     text = title + (f"<br><sup>{note}</sup>" if note else "")
     fig.update_layout(title=dict(text=text, x=0, font=dict(size=15)), height=height,
@@ -88,7 +98,7 @@ def heatmap_grid(
         i = r * nc + c + 1
         xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
         fig.add_trace(go.Heatmap(
-            z=red.matrix, x=red.col_labels, y=red.row_labels, coloraxis="coloraxis",
+            z=red.matrix, x=plotly_text(red.col_labels), y=plotly_text(red.row_labels), coloraxis="coloraxis",
             hovertemplate=HOVER, meta=f"layer {layer} head {head}", xaxis=xa, yaxis=ya,
         ))
         x0 = c * (w + gap_x)
@@ -121,7 +131,7 @@ def head_heatmap(result: AttentionResult, layer: int, head: int,
     meta_text = f"layer {layer} head {head}"
     n = result.num_tokens
     if n <= max_tokens:
-        labels = position_labels(result.tokens)
+        labels = plotly_text(position_labels(result.tokens))
         fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale=COLORSCALE, zmin=0,
                                    zmax=colour_max(matrix), hovertemplate=HOVER, meta=meta_text,
                                    colorbar=dict(title="weight")))
@@ -131,7 +141,7 @@ def head_heatmap(result: AttentionResult, layer: int, head: int,
         side = min(900, max(420, 14 * n + 160))
         return _finish(fig, title, "", side)
     edges = top_k_edges(matrix, top_k)
-    labels = position_labels(result.tokens)
+    labels = plotly_text(position_labels(result.tokens))
     custom = np.array([[labels[q], labels[k]] for q, k in zip(edges.query, edges.key)], dtype=object)
     fig = go.Figure(go.Scattergl(
         x=edges.key, y=edges.query, mode="markers", customdata=custom,
@@ -151,7 +161,8 @@ def matrix_heatmap(matrix: np.ndarray, tokens: Sequence[str], title: str, *, hov
                    max_tokens: int = ZOOM_MAX_TOKENS, colorbar: str = "weight") -> go.Figure:
     """A labelled ``(T, T)`` map (mean over heads, rollout), block-averaged past ``max_tokens``."""
     red = downsample(matrix, tokens, max_tokens)
-    fig = go.Figure(go.Heatmap(z=red.matrix, x=red.col_labels, y=red.row_labels, colorscale=COLORSCALE,
+    fig = go.Figure(go.Heatmap(z=red.matrix, x=plotly_text(red.col_labels), y=plotly_text(red.row_labels),
+                               colorscale=COLORSCALE,
                                zmin=0, zmax=colour_max(red.matrix), hovertemplate=HOVER, meta=hover_name or title,
                                colorbar=dict(title=colorbar)))
     fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), type="category")
@@ -216,7 +227,7 @@ def generation_step_figure(gen: GenerationAttention, step: int, layer: int) -> g
     data = generation_step_data(gen, step, layer)
     heads = [f"head {h}" for h in range(data["matrix"].shape[0])]
     fig = go.Figure(go.Heatmap(
-        z=data["matrix"], x=data["keys"], y=heads, colorscale=COLORSCALE, zmin=0,
+        z=data["matrix"], x=plotly_text(data["keys"]), y=heads, colorscale=COLORSCALE, zmin=0,
         hovertemplate="%{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>", colorbar=dict(title="weight"),
     ))
     fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
@@ -224,7 +235,7 @@ def generation_step_figure(gen: GenerationAttention, step: int, layer: int) -> g
     if gen.prompt_len < len(data["keys"]):
         fig.add_vline(x=gen.prompt_len - 0.5, line=dict(color="white", width=2, dash="dot"))
     kind = gen.layer_kinds[layer] if layer < len(gen.layer_kinds) else "full"
-    title = (f"Step {step + 1}/{gen.steps}: predicting '{data['predicted']}' — layer {layer} ({kind}); "
+    title = (f"Step {step + 1}/{gen.steps}: predicting '{plotly_text(data['predicted'])}' — layer {layer} ({kind}); "
              "dotted line: end of the prompt")
     return _finish(fig, title, "", 120 + 28 * len(heads) + 80)
 
@@ -232,7 +243,7 @@ def generation_step_figure(gen: GenerationAttention, step: int, layer: int) -> g
 def ablation_figure(comparison) -> go.Figure:
     """Next-token probabilities with all heads and with the chosen heads switched off, for
     every token in either top-k."""
-    labels = [f"{tok} ({i})" for tok, i, _, _ in comparison.rows]
+    labels = plotly_text([f"{tok} ({i})" for tok, i, _, _ in comparison.rows])
     fig = go.Figure([
         go.Bar(name="all heads", x=labels, y=[r[2] for r in comparison.rows]),
         go.Bar(name="heads off", x=labels, y=[r[3] for r in comparison.rows]),
@@ -263,19 +274,18 @@ def score_figure(bd, max_keys: int = SCORE_MAX_KEYS) -> go.Figure:
         note = (f"{len(keys)} visible keys: showing the {max_keys} with the most weight "
                 f"({share:.0%} of this row's attention)")
         keys = np.sort(top)
-    labels = [f"{k} {bd.tokens[k]}" for k in keys]
+    labels = plotly_text([f"{k} {bd.tokens[k]}" for k in keys])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("score = q·k × scale (before softmax)", "weight = softmax(score)"))
-    custom = [bd.tokens[k] for k in keys]
-    fig.add_trace(go.Bar(x=labels, y=bd.scores[keys], marker_color="#7f7f7f", customdata=custom,
+    fig.add_trace(go.Bar(x=labels, y=bd.scores[keys], marker_color="#7f7f7f",
                          hovertemplate="key %{x}<br>score %{y:.3f}<extra></extra>", name="score"), 1, 1)
-    fig.add_trace(go.Bar(x=labels, y=bd.probabilities[keys], marker_color="#440154", customdata=custom,
+    fig.add_trace(go.Bar(x=labels, y=bd.probabilities[keys], marker_color="#440154",
                          hovertemplate="key %{x}<br>weight %{y:.3f}<extra></extra>", name="weight"), 2, 1)
     fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
     fig.update_yaxes(title_text="score", row=1, col=1)
     fig.update_yaxes(title_text="weight", rangemode="tozero", row=2, col=1)
     fig.update_layout(showlegend=False, bargap=0.15)
-    title = (f"Layer {bd.layer}, head {bd.head}: query {bd.query} '{bd.tokens[bd.query]}' "
+    title = (f"Layer {bd.layer}, head {bd.head}: query {bd.query} '{plotly_text(bd.tokens[bd.query])}' "
              f"over keys 0–{bd.query}")
     fig = _finish(fig, title, note, 520)
     fig.update_layout(margin=dict(t=90 if note else 70))
