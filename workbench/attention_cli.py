@@ -11,9 +11,13 @@ import sys
 
 def cmd_attention(args) -> int:
     from .attention import attention, save_npz
+    from .errors import InvalidInputError
     from .loading import load_model
     from .store import Store
 
+    if not args.text.strip():  # before installing or loading anything
+        raise InvalidInputError("The text is empty: pass the text to read, e.g. "
+                                "workbench attention ID \"The capital of France is\" --out a.npz")
     store = Store()
     card = store.card(args.id)
     if not store.is_installed(card.id):
