@@ -256,7 +256,7 @@ def model_view(
         raise InvalidInputError(f"Heads must be between 0 and {result.num_heads - 1}.")
     picked = _pick_layers(result.layers, layers, len(head_list) * size * size, max_lines)
     rows = [result.index(x) for x in picked]
-    attn = np.stack([result.weights[r][head_list][:, a:b, a:b] for r in rows])
+    attn = np.stack([result.weights[r, :, a:b, a:b][head_list] for r in rows])  # window first
     tokens = list(result.tokens[a:b])
     vis_id = f"bertviz-{uuid.uuid4().hex}"
     params = {
