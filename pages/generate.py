@@ -4,6 +4,8 @@ import streamlit as st
 
 from pages._shared import Keys, get_model, get_store, show_error, sidebar
 from workbench.errors import WorkbenchError
+from workbench.onnx_export import cached_export
+from workbench.ort_backend import BACKEND_VARIANTS, available_backends, make_backend
 from workbench.generation_views import alternatives_frame, probability_figure, tokens_html
 from workbench.store import INSTALLED
 
@@ -29,6 +31,11 @@ with st.expander("Decoding settings", expanded=False):
     top_p = c3.slider("Top-p", 0.05, 1.0, 0.95, 0.05, disabled=not sample, key="gen_top_p")
     rep = c3.slider("Repetition penalty", 1.0, 2.0, 1.0, 0.05, key="gen_rep")
     seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="gen_seed")
+    backend_name = c2.selectbox(
+        "Backend", available_backends(card), key="gen_backend",
+        help="torch eager, or ONNX Runtime on an exported graph (exported once with progress, then "
+        "cached; int8 is faster and drifts). The Latency page times and checks them.",
+    )
 settings = dict(
     max_new_tokens=int(max_new), do_sample=bool(sample), temperature=float(temperature),
     top_k=int(top_k), top_p=float(top_p), repetition_penalty=float(rep), seed=int(seed),
@@ -88,11 +95,32 @@ def show_tokens(result, key: str) -> None:
         st.dataframe(alternatives_frame(result, index), hide_index=True)
 
 
+def backend_for(model):
+    """The picked backend for ``model`` (None = torch, also when the model cannot run it);
+    a first ONNX export runs here in a status box with its progress."""
+    if backend_name == "torch" or backend_name not in available_backends(model):
+        return None
+    variant = BACKEND_VARIANTS[backend_name]
+    options = dict(device=sel.device, threads=sel.threads, store=store)
+    if cached_export(store, model.card.id, variant, verify=False) is not None:
+        return make_backend(model, backend_name, **options)
+    with st.status(f"Exporting {model.card.name} to ONNX ({variant}): once, then cached", expanded=True) as status:
+        bar = st.progress(0.0, text="starting…")
+        try:
+            backend = make_backend(model, backend_name, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
+                                   **options)
+        except WorkbenchError:
+            status.update(label="Export failed", state="error")
+            raise
+        status.update(label=f"Exported {model.card.name} to ONNX ({variant})", state="complete", expanded=False)
+    return backend
+
+
 def run_stream(model_id: str, prompt, **overrides):
     """Stream a generation into the page; returns the result or None after showing the error."""
     try:
         model = get_model(model_id, sel.device)
-        generation = model.stream(prompt, **{**settings, **overrides})
+        generation = model.stream(prompt, backend=backend_for(model), **{**settings, **overrides})
         with st.container(key=f"out_{model_id}".replace(".", "_")):
             st.write_stream(generation)
         return generation.result

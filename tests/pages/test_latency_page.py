@@ -91,3 +91,22 @@ def test_failed_export_is_shown_and_the_page_keeps_running(page, tiny_store):
     assert any("Exporting to ONNX failed" in e.value and "Nothing was kept" in e.value for e in page.error)
     assert "wb_latency" not in page.session_state
     assert page.button(key="lat_run").label == "Export, check and time"  # ready for another try
+
+
+def test_generate_page_can_run_on_onnxruntime(open_page, tiny_store):
+    """The Generate page's backend selector, built on ``ort_backend.available_backends`` and
+    ``make_backend``: the first ONNX run exports (with progress), and greedy text is unchanged."""
+    at = open_page("pages/generate.py")
+    at.selectbox(key="wb_model").set_value("tiny-llama").run()
+    assert at.selectbox(key="gen_backend").options == ["torch", "onnxruntime", "onnxruntime-int8"]
+    at.text_area(key="gen_prompt").set_value("Once upon a time").run()
+    at.number_input(key="gen_max_new").set_value(8).run()
+    at.button(key="gen_go").click().run()
+    on_torch = at.session_state["wb_last_generation"]
+    at.selectbox(key="gen_backend").set_value("onnxruntime").run()
+    at.button(key="gen_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    on_ort = at.session_state["wb_last_generation"]
+    assert (on_torch.backend, on_ort.backend) == ("torch", "onnxruntime")
+    assert on_ort.token_ids == on_torch.token_ids
+    assert any("onnxruntime on cpu" in c.value for c in at.caption)
