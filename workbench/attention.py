@@ -108,7 +108,7 @@ def display_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
 
     A character split across tokens (an emoji in two byte-level tokens) is shown on the token
     that completes it; the tokens before it (and bytes that are not UTF-8) show their bytes,
-    e.g. ``‹f0 9f›``."""
+    e.g. ``‹f0 9f›``, also after text they complete (``␣‹f0 9f›``: a space and an emoji's start)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     labels = []
     for raw in token_bytes(tokenizer, ids):
@@ -116,7 +116,8 @@ def display_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
         if not text or ("\ufffd" in text and b"\xef\xbf\xbd" not in raw):  # partial or invalid UTF-8
             labels.append("‹" + raw.hex(" ") + "›" if raw else "∅")
         else:
-            labels.append(make_visible(text))
+            pending = decoder.getstate()[0]  # bytes of a character this token starts
+            labels.append(make_visible(text) + ("‹" + pending.hex(" ") + "›" if pending else ""))
     return labels
 
 
