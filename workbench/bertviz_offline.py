@@ -194,6 +194,11 @@ def _attn_values(weights: np.ndarray) -> list:
              for head, head_len in zip(layer, layer_len)] for layer, layer_len in zip(ints, lengths)]
 
 
+def _text_px(token: str) -> int:
+    """Rough width of a token in bertviz's 15 px font: wide (CJK, emoji) characters 15 px, others 9."""
+    return sum(15 if ord(c) >= 0x2E80 else 9 for c in token)
+
+
 def _params_js(params: dict) -> str:
     return f"window.wbFractions({script_json(params)})"
 
@@ -227,8 +232,12 @@ def head_view(
         "include_layers": picked,
     }
     note = _note(result, (a, b), picked, len(layers) if layers is not None else len(result.layers))
+    # bertviz right-aligns the left column at ~100 px: room for longer tokens (CJK words) on the left
+    pad = max(0, max((_text_px(t) for t in tokens), default=0) - 95)
     body = (
         (f'<p class="wb-note">{html_lib.escape(note)}</p>\n' if note else "")
+        + (f"<style>#{vis_id} #vis{{padding-left:{pad}px}} #{vis_id} #vis svg{{overflow:visible}}</style>\n"
+           if pad else "")
         + f'<div id="{vis_id}"><span style="user-select:none">Layer: <select id="layer"></select></span>'
         "<div id='vis'></div></div>\n"
         + libraries()

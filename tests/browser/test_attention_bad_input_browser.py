@@ -178,6 +178,9 @@ def test_cjk_and_emoji_reach_every_view(long_app, pg):
     shot(pg.locator(".st-key-att_zoom"), "attention-cjk-zoom")
     pg.get_by_role("tab", name="Head view", exact=True).click()
     wait_idle(pg)
+    lefts = pg.frame_locator(".st-key-att_head_view iframe").locator("#left text").evaluate_all(
+        "els => els.map(e => e.getBoundingClientRect().left)")
+    assert min(lefts) >= 0  # the long CJK token is not cut off at the frame's left edge
     shot(pg.locator(".st-key-att_head_view"), "attention-cjk-head-view")
 
 
