@@ -275,7 +275,7 @@ class Generation:
             model=self.model.card.id,
             backend=backend.name,
             device=backend.device,
-            threads=torch.get_num_threads(),
+            threads=getattr(backend, "threads", None) or torch.get_num_threads(),
             prompt=self.prompt_text,
             prompt_ids=list(self.prompt_ids),
             text=text,

