@@ -30,6 +30,7 @@ def test_views_draw_offline_with_token_labels(app_url, page):
     print(f"click to grid drawn: {seconds:.2f} s")
     grid = page.locator(".st-key-att_grid")
     assert grid.locator(".heatmaplayer image, .heatmaplayer").count() > 0
+    grid.locator(".nsewdrag").first.scroll_into_view_if_needed()  # the teaching note sits above the grid
     box = grid.locator(".nsewdrag").first.bounding_box()  # the first cell: layer 0, head 0
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
     hover = grid.locator(".hoverlayer .hovertext").first
