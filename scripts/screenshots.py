@@ -59,10 +59,22 @@ def main() -> None:
                 wait_idle(page)
                 page.get_by_role("button", name="Add and install").wait_for()
                 page.screenshot(path=str(out / "store.png"), full_page=True)
-            for name in sorted(wanted - {"generate", "chat", "store"}):
-                page.goto(f"{url}/{name}")
+            if "attention" in wanted:
+                page.goto(f"{url}/attention")
+                wait_idle(page)
+                page.get_by_role("button", name="Show attention").click()
                 wait_idle(page, 180_000)
-                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                page.locator(".js-plotly-plot").first.wait_for()
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / "attention.png"), full_page=True)
+            if "latency" in wanted:
+                page.goto(f"{url}/latency")
+                wait_idle(page)
+                page.get_by_role("button", name="Export, check and time").click()
+                wait_idle(page, 900_000)
+                page.locator(".js-plotly-plot").first.wait_for(timeout=900_000)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / "latency.png"), full_page=True)
             blocked = page.external_requests
             browser.close()
     finally:
