@@ -114,7 +114,8 @@ def test_2000_tokens_stay_usable(long_app, pg):
     assert pg.get_by_text(f"of {n} (weight on keys outside the window is not drawn)").first.is_visible()
     shot(pg.locator(".st-key-att_head_view"), "attention-2000-head-view")
     mframe = pg.frame_locator(".st-key-att_model_view iframe")
-    times["model view"] = open_tab(pg, "Model view", lambda: mframe.locator("svg text", has_text="Heads").first.wait_for())
+    times["model view"] = open_tab(pg, "Model view",
+                                   lambda: mframe.locator("svg text", has_text="Heads").first.wait_for())
     times["summaries"] = open_tab(pg, "Summaries",
                                   lambda: pg.locator(".st-key-att_stats .js-plotly-plot").first.wait_for())
     assert "128×128 blocks" in pg.locator(".st-key-att_rollout").inner_text()

@@ -5,7 +5,6 @@ import json
 import re
 import time
 
-import numpy as np
 import pytest
 
 from workbench import attention as attn

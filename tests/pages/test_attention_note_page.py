@@ -28,7 +28,7 @@ def open_note(at):
 
 def test_note_is_built_only_when_opened(open_attention):
     at = open_attention("tiny-llama")
-    assert not any(("breakdown", ) == k[:1] for k in at.session_state["att_memo"])
+    assert not any(name == "breakdown" for name, _ in at.session_state["att_memo"])  # no model run for it
     assert not at.latex
 
 
