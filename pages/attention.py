@@ -127,12 +127,14 @@ def teaching_note() -> None:
     """softmax(QKᵀ/√d_k)V explained, with the real scores of one head and query of this text."""
     st.latex(r"\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^{\top}}{\sqrt{d_k}}\right) V")
     st.markdown(
-        "Every token is turned into three vectors of length $d_k$ by the layer's weights: a **query** "
+        "In each head, every token is turned into three vectors of length $d_k$ by the layer's weights: a "
+        "**query** "
         "(what it is looking for), a **key** (what it offers) and a **value** (what it passes on). "
         "The **score** of query token *i* for key token *j* is the dot product $q_i \\cdot k_j$, divided "
         "by $\\sqrt{d_k}$ so scores do not grow with the vector length and the softmax does not "
         "saturate. The **softmax** turns a row of scores into weights between 0 and 1 that add up to 1. "
-        "Token *i*'s output is the weighted average of the values.\n\n"
+        "Token *i*'s output is the weighted average of the values (each head does this on its own; the "
+        "layer joins the heads' outputs and mixes them with its output projection).\n\n"
         "So **one row of one head's map** is query token *i*'s weights over the keys: how much of each "
         "token this head mixes into *i*. A model only reads left to right: future keys get a score of "
         "$-\\infty$ (the **causal mask**), so their weight is exactly 0 — the empty upper triangle of "
@@ -172,8 +174,8 @@ def teaching_note() -> None:
         return
     steps = [f"$d_k$ = {bd.d_k}, scale = {bd.scale_rule} = {bd.scale:.4g}"]
     if bd.qk_norm:
-        steps.append("q and k are RMS-normalised per head first (Gemma 3), which is why its scale uses "
-                     "`query_pre_attn_scalar` rather than $d_k$")
+        steps.append("q and k are RMS-normalised per head before the dot product (Gemma 3), and the scale "
+                     "comes from the config's `query_pre_attn_scalar`, not from $d_k$")
     steps.append("q and k are rotated by their positions (rotary embeddings) before the dot product"
                  if bd.rotary else "no rotary embedding: GPT-2 adds learned position vectors to the input instead")
     if bd.kv_heads < bd.heads:
