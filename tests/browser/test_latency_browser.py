@@ -2,10 +2,15 @@
 
 Proves what AppTest cannot: the export progress and the plotly charts draw in a real browser
 with no CDN, and the HTML report downloads as a standalone file."""
+import shutil
+
 from browser_util import shot, wait_idle
 
 
-def test_export_check_and_time_draws_charts_offline(app_url, page):
+def test_export_check_and_time_draws_charts_offline(app_url, page, browser_home):
+    # other browser tests may have exported already: start from an empty export cache
+    shutil.rmtree(browser_home / "exports", ignore_errors=True)
+    (browser_home / "exports").mkdir()
     page.goto(app_url)  # as a user does: open the app, pick the page in the menu
     wait_idle(page)
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Latency").click()
