@@ -33,6 +33,12 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     return {kind: tiny_models.build(kind, root / kind) for kind in TINY_KINDS}
 
 
+@pytest.fixture(scope="session")
+def long_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama that reads 4,096 tokens (see ``tiny_models.build_long_llama``)."""
+    return tiny_models.build_long_llama(tmp_path_factory.mktemp("tiny-long"))
+
+
 @pytest.fixture
 def tiny_store(isolated_home, tiny_model_dirs):
     """A fresh store with the tiny models installed (see ``make_tiny_store``)."""

@@ -22,24 +22,9 @@ new PerformanceObserver(l => l.getEntries().forEach(e => window.wbLongTasks.push
 
 
 @pytest.fixture(scope="module")
-def long_app(tmp_path_factory, tiny_model_dirs):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    import tiny_models
-
-    torch.manual_seed(0)
-    tok = tiny_models.build_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-    ))
-    folder = tmp_path_factory.mktemp("tiny-long")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+def long_app(tmp_path_factory, tiny_model_dirs, long_model_dir):
     home = tmp_path_factory.mktemp("attention-bad-input-home")
-    make_tiny_store(home, tiny_model_dirs).add("tiny-long", local_dir=folder, name="Tiny long")
+    make_tiny_store(home, tiny_model_dirs).add("tiny-long", local_dir=long_model_dir, name="Tiny long")
     proc, url = start_app(home)
     yield url
     stop_app(proc)

@@ -14,27 +14,6 @@ CJK = "日本語のテキスト。 Emoji 🙂 and 🎉 <b>tags</b> too"
 PAYLOAD = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
 
 
-@pytest.fixture(scope="session")
-def long_model_dir(tmp_path_factory):
-    """A tiny Llama that reads 4,096 tokens (the other tiny models stop at 128)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    import tiny_models
-
-    torch.manual_seed(0)
-    tok = tiny_models.build_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-    ))
-    out = tmp_path_factory.mktemp("tiny-long")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @pytest.fixture
 def at(open_page, tiny_store, long_model_dir):
     tiny_store.add("tiny-long", local_dir=long_model_dir, name="Tiny long")
