@@ -12,7 +12,7 @@ generated tokens / total time.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator
 
 import torch
@@ -298,7 +298,3 @@ class Generation:
 def generate(model, prompt: str | list[dict] = "", backend: Backend | None = None, **settings) -> GenerationResult:
     """Generate and return the finished ``GenerationResult`` (see module docstring)."""
     return Generation(model, prompt, backend=backend, **settings).run()
-
-
-def with_settings(config: GenerationConfig, **changes) -> GenerationConfig:
-    return replace(config, **changes).validate()
