@@ -72,6 +72,7 @@ class Model:
     attn_implementation: str
     path: Path
     load_seconds: float
+    store: Store | None = field(default=None, repr=False)  # the store it was loaded from
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -116,7 +117,7 @@ class Model:
         return Generation(self, prompt, **settings)
 
 
-def _load(card: ModelCard, path: Path, device: str, attn: str) -> Model:
+def _load(store: Store, card: ModelCard, path: Path, device: str, attn: str) -> Model:
     from .convert import check_hf_dir
 
     check_hf_dir(path)
@@ -137,7 +138,7 @@ def _load(card: ModelCard, path: Path, device: str, attn: str) -> Model:
             f"`workbench store verify {card.id}`, then reinstall with `--force`."
         ) from err
     module.eval().to(device)
-    return Model(card, module, tokenizer, device, attn, path, time.perf_counter() - start)
+    return Model(card, module, tokenizer, device, attn, path, time.perf_counter() - start, store)
 
 
 def load_model(
@@ -165,7 +166,7 @@ def load_model(
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        model = _load(card, path, device, attn_implementation)
+        model = _load(store, card, path, device, attn_implementation)
         with _CACHE_LOCK:
             _CACHE[key] = model
         return model

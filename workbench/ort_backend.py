@@ -171,12 +171,6 @@ class OrtBackend:
         return None
 
 
-def _store_of(model) -> Store:
-    """The store a loaded model came from (its folder is <home>/models/<id>)."""
-    home = model.path.parent.parent
-    return Store(home) if model.path.parent.name == "models" else Store()
-
-
 def available_backends(model) -> list[str]:
     """Backend names a loaded model (or a ``ModelCard``) can run on: torch always; ONNX Runtime
     when its card says ``onnx``. The ONNX ones export on first use (minutes for a real model,
@@ -204,7 +198,7 @@ def make_backend(
         raise WorkbenchError(f"Unknown backend '{name}': pick one of {', '.join(ALL_BACKENDS)}.")
     if not model.card.can("onnx"):
         raise WorkbenchError(f"{model.card.name} is not marked as exportable to ONNX; use the torch backend.")
-    export = export_model(store or _store_of(model), model.card.id, BACKEND_VARIANTS[name], progress or _quiet)
+    export = export_model(store or model.store or Store(), model.card.id, BACKEND_VARIANTS[name], progress or _quiet)
     return OrtBackend(export, device or model.device, threads, name=name)
 
 
