@@ -34,7 +34,8 @@ with st.expander("Decoding settings", expanded=False):
     backend_name = c2.selectbox(
         "Backend", available_backends(card), key="gen_backend",
         help="torch eager, or ONNX Runtime on an exported graph (exported once with progress, then "
-        "cached; int8 is faster and drifts). The Latency page times and checks them.",
+        "cached; fused is the same fp32 math in fewer ops; int8 is faster and drifts). The Latency "
+        "page times and checks them.",
     )
 settings = dict(
     max_new_tokens=int(max_new), do_sample=bool(sample), temperature=float(temperature),

@@ -37,7 +37,8 @@ with st.container(border=True, key="latency_settings"):
     c1, c2 = st.columns([3, 2])
     backends = c1.multiselect(
         "Backends", choices, default=[b for b in choices if b != "onnxruntime-int8"], key="lat_backends",
-        help="torch is the reference for parity and speed-up. int8 is smaller and faster, and drifts.",
+        help="torch is the reference for parity and speed-up. onnxruntime-fused is the fp32 graph with "
+        "rotary, norms and q/k/v fused into ONNX Runtime's own ops. int8 is smaller and faster, and drifts.",
     )
     effort = c2.segmented_control("Effort", list(EFFORT), default="Quick", key="lat_effort") or "Quick"
     room = card.context_length
@@ -168,6 +169,10 @@ and hands the updated cache out, so ONNX Runtime decodes the same way.
 difference between their logits (on the prompt and after cached decode steps) and how many
 greedy tokens agree. fp32 graphs differ only by the order of floating-point sums (about 1e-5);
 the bar is ≤ 1e-4 and every token equal.
+**Fused ops**: the fused graph computes the same function with fewer, larger kernels: each
+layer's rotary embedding, residual-add + RMS norm, and q/k/v projections (one matrix product
+instead of three) become single ONNX Runtime ops, so less time goes to launching small ops and
+re-reading activations. Same weights, so it reads as many bytes per token as fp32.
 **Quantization drift**: int8 stores each weight in 8 bits with a scale, so it reads 4× fewer
 bytes per token (faster decode) but every logit moves a little; once the top two candidates
 swap, greedy text takes another path and never comes back. That is why int8 is shown with its

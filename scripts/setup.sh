@@ -20,7 +20,7 @@ if [ ! -f "$stamp" ]; then
   if [ "$extras" = "dev,gpu" ]; then
     # onnxruntime-gpu provides the same module as onnxruntime: keep only the GPU build
     .venv/bin/python -m pip uninstall -y -q onnxruntime || true
-    .venv/bin/python -m pip install -q --force-reinstall --no-deps onnxruntime-gpu==1.32.0
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps onnxruntime-gpu==1.31.1
   fi
   rm -f .venv/.installed-*
   touch "$stamp"

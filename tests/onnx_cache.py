@@ -27,14 +27,14 @@ def _seed_store():
 
 def seed_export(store, model_id: str, variant: str = "fp32"):
     """Make sure ``store`` holds a good export of ``model_id`` (a tiny model) and return it."""
-    from workbench.onnx_export import cached_export, export_model
+    from workbench.onnx_export import DERIVED, cached_export, export_model
 
     seed = _seed_store()
     if model_id not in seed.catalog:
         source = store.card(model_id).sources[0]
         seed.add(model_id, local_dir=source.path, name=model_id)
     export = export_model(seed, model_id, variant)
-    if variant == "int8":
+    if variant in DERIVED:
         seed_export(store, model_id, "fp32")
     target = store.exports_dir / model_id / export.directory.name
     if not target.exists():

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 
 from .bench import BenchResult
 
-COLORS = {"torch": "#EE4C2C", "onnxruntime": "#1F77B4", "onnxruntime-int8": "#2CA02C"}
+COLORS = {"torch": "#EE4C2C", "onnxruntime": "#1F77B4", "onnxruntime-fused": "#9467BD",
+          "onnxruntime-int8": "#2CA02C"}
 
 
 def _color(name: str) -> str | None:

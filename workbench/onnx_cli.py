@@ -1,7 +1,7 @@
 """``workbench export`` and ``workbench bench``: the ONNX Runtime lab on the command line.
 
-``workbench export ID [--variant fp32|int8]`` prints the folder of the (cached) export.
-``workbench bench ID --backends torch,onnxruntime[,onnxruntime-int8] [--device cpu|cuda]
+``workbench export ID [--variant fp32|fused|int8]`` prints the folder of the (cached) export.
+``workbench bench ID --backends torch,onnxruntime[,onnxruntime-fused,onnxruntime-int8] [--device cpu|cuda]
 [--prompt-lengths 16,128,512] [--new-tokens 64] [--json FILE]`` prints a table and writes the
 JSON of ``bench.BenchResult.to_json()`` (``-`` for stdout).
 """
@@ -49,7 +49,9 @@ def format_table(result) -> str:
     lines = [f"{result.model}: {result.env['cpu']}, {result.env['cores']} cores, load {result.env['load_average']}"]
     lengths = list(result.config.prompt_lengths)
     head = f"{'backend':<18} {'device':<6} " + " ".join(f"{'prefill ' + str(n):>12}" for n in lengths)
-    head += f" {'decode p50':>11} {'p90':>7} {'ttft':>8} {'tok/s':>7} {'speedup':>8} {'RSS MB':>7}  parity"
+    gpu = any(r.gpu_peak_mb for r in result.results)
+    head += f" {'decode p50':>11} {'p90':>7} {'ttft':>8} {'tok/s':>7} {'speedup':>8} {'RSS MB':>7}"
+    head += f" {'GPU MB':>7}  parity" if gpu else "  parity"
     lines.append(head)
     summary = result.summary().set_index("backend")
     for r in result.results:
@@ -57,8 +59,8 @@ def format_table(result) -> str:
         cells = " ".join(f"{r.prefill[n].p50:>9.1f} ms" for n in lengths)
         lines.append(
             f"{r.backend:<18} {r.device:<6} {cells} {r.decode.p50:>8.2f} ms {r.decode.p90:>7.2f} "
-            f"{r.ttft.p50:>8.1f} {r.tokens_per_s:>7.1f} {s['speedup']:>7.2f}x {r.peak_rss_mb:>7.0f}  "
-            f"{s['parity']} {s['greedy_match']}"
+            f"{r.ttft.p50:>8.1f} {r.tokens_per_s:>7.1f} {s['speedup']:>7.2f}x {r.peak_rss_mb:>7.0f}"
+            + (f" {r.gpu_peak_mb or 0:>7.0f}" if gpu else "") + f"  {s['parity']} {s['greedy_match']}"
         )
     for name, p in result.parity.items():
         lines.append(f"  {name}: {p.verdict}")

@@ -36,9 +36,10 @@ from .store import Store
 
 TORCH = "torch"
 ORT_FP32 = "onnxruntime"
+ORT_FUSED = "onnxruntime-fused"
 ORT_INT8 = "onnxruntime-int8"
-BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_INT8: "int8"}  # backend name -> export variant
-ALL_BACKENDS = (TORCH, ORT_FP32, ORT_INT8)
+BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_FUSED: "fused", ORT_INT8: "int8"}  # backend name -> export variant
+ALL_BACKENDS = (TORCH, ORT_FP32, ORT_FUSED, ORT_INT8)
 
 # onnxruntime's own error classes derive from Exception directly
 ORT_ERRORS = (
@@ -61,13 +62,30 @@ def _providers(device: str) -> tuple[list, str]:
     """Providers for ``device`` and a note when the wish could not be met."""
     if device.startswith("cuda"):
         if cuda_provider_available():
-            index = int(device.split(":")[1]) if ":" in device else 0
-            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], ""
+            _preload_cuda_libraries()
+            # TF32 off: fp32 graphs are checked against torch, whose fp32 matmuls don't use it
+            options = {"device_id": str(_device_index(device)), "use_tf32": "0"}
+            return [("CUDAExecutionProvider", options), "CPUExecutionProvider"], ""
         return ["CPUExecutionProvider"], (
             "CUDA was asked for, but this onnxruntime has no CUDA execution provider; running on "
             "the CPU instead. Install the GPU build (`pip install .[gpu]`, onnxruntime-gpu) to use the GPU."
         )
     return ["CPUExecutionProvider"], ""
+
+
+def _preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries onnxruntime-gpu needs from the ``nvidia-*`` pip packages
+    (the ones torch brings) when they are not on the loader's path; harmless when they are."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except (OSError, RuntimeError):
+            pass  # the session start below reports a missing library as a CPU fallback with a note
+
+
+def _device_index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
 
 
 def open_session(export: OnnxExport, device: str = "cpu", threads: int | None = None):
@@ -118,11 +136,12 @@ class OrtBackend:
         self.on_gpu = "CUDAExecutionProvider" in self.providers
         self.device = "cuda" if self.on_gpu else "cpu"
         self._ort_device = "cuda" if self.on_gpu else "cpu"
+        self._device_id = _device_index(device) if self.on_gpu else 0
         self._past_names = export.input_names[3:]
         self._present_names = export.output_names[1:]
         shape = (1, export.kv_heads, 0, export.head_dim)
         self._empty = [
-            ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), self._ort_device)
+            ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), self._ort_device, self._device_id)
             for _ in self._past_names
         ]
 
@@ -150,7 +169,7 @@ class OrtBackend:
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
         for name in self._present_names:
-            binding.bind_output(name, self._ort_device)
+            binding.bind_output(name, self._ort_device, self._device_id)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         logits = torch.from_numpy(outputs[0].numpy()[0, -1].copy())  # (V,)
@@ -178,7 +197,7 @@ def available_backends(model) -> list[str]:
     card = getattr(model, "card", model)
     names = [TORCH]
     if card.can("onnx"):
-        names += [ORT_FP32, ORT_INT8]
+        names += [ORT_FP32, ORT_FUSED, ORT_INT8]
     return names
 
 

@@ -10,8 +10,8 @@ the same prompt for ``steps`` tokens, each with its own KV cache, and reports:
 - ``greedy_match`` of ``greedy_total``: positions where the greedy tokens are equal, and
   ``first_mismatch`` (None when all agree).
 
-Verdict, per export variant (``THRESHOLDS``): fp32 passes with max |Δlogits| ≤ 1e-4 and every
-greedy token equal. Quantized graphs change logits by design, so int8 is judged on tokens only,
+Verdict, per export variant (``THRESHOLDS``): fp32, and the fused fp32 graph, pass with
+max |Δlogits| ≤ 1e-4 and every greedy token equal. Quantized graphs change logits by design, so int8 is judged on tokens only,
 and its logit drift is reported, never hidden. This module does not time anything (see ``bench``).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Threshold:
         return " and ".join(parts)
 
 
-THRESHOLDS = {"fp32": Threshold(1e-4), "int8": Threshold(None)}
+THRESHOLDS = {"fp32": Threshold(1e-4), "fused": Threshold(1e-4), "int8": Threshold(None)}
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def test_generate_page_can_run_on_onnxruntime(open_page, tiny_store):
     ``make_backend``: the first ONNX run exports (with progress), and greedy text is unchanged."""
     at = open_page("pages/generate.py")
     at.selectbox(key="wb_model").set_value("tiny-llama").run()
-    assert at.selectbox(key="gen_backend").options == ["torch", "onnxruntime", "onnxruntime-int8"]
+    assert at.selectbox(key="gen_backend").options == ["torch", "onnxruntime", "onnxruntime-fused", "onnxruntime-int8"]
     at.text_area(key="gen_prompt").set_value("Once upon a time").run()
     at.number_input(key="gen_max_new").set_value(8).run()
     at.button(key="gen_go").click().run()

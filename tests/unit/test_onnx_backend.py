@@ -35,7 +35,7 @@ def test_sampling_with_a_seed_is_the_same_on_both_backends(tiny_store):
 
 def test_backend_names_and_selection(tiny_store):
     model = load_model("tiny-llama", store=tiny_store, device="cpu")
-    assert available_backends(model) == ["torch", "onnxruntime", "onnxruntime-int8"]
+    assert available_backends(model) == ["torch", "onnxruntime", "onnxruntime-fused", "onnxruntime-int8"]
     assert available_backends(model.card) == available_backends(model)
     assert isinstance(make_backend(model, "torch"), TorchBackend)
     with pytest.raises(WorkbenchError, match="Unknown backend 'tensorrt'.*torch, onnxruntime"):
@@ -97,15 +97,16 @@ def test_one_backend_serves_two_threads_at_once(tiny_store):
     assert not errors and got == expected
 
 
-def test_fp32_parity_passes_with_the_issue_thresholds(tiny_store):
-    seed_export(tiny_store, "tiny-gemma3")
+@pytest.mark.parametrize("backend, variant", [("onnxruntime", "fp32"), ("onnxruntime-fused", "fused")])
+def test_fp32_parity_passes_with_the_issue_thresholds(tiny_store, backend, variant):
+    seed_export(tiny_store, "tiny-gemma3", variant)
     model = load_model("tiny-gemma3", store=tiny_store, device="cpu")
-    report = check_parity(model, make_backend(model, "onnxruntime", store=tiny_store), steps=20)
+    report = check_parity(model, make_backend(model, backend, store=tiny_store), steps=20)
     assert report.passed, report.verdict
     assert report.greedy_match == report.greedy_total == 20 and report.first_mismatch is None
     assert report.prompt_max_abs_diff <= 1e-4 and report.decode_max_abs_diff <= 1e-4
     assert report.decode_max_abs_diff > 0  # the decode steps were really compared
-    assert report.verdict.startswith("PASS (fp32)")
+    assert report.verdict.startswith(f"PASS ({variant})") and report.threshold == THRESHOLDS["fp32"]
     assert report.to_json()["passed"] is True
 
 

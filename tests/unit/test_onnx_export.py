@@ -53,11 +53,12 @@ def test_left_padded_batch_matches_torch_row_by_row(tiny_store):
         assert np.abs(logits[row, 0] - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("variant", ["fp32", "fused"])
 @pytest.mark.parametrize("model_id", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
-def test_cached_decode_matches_torch_for_each_architecture(tiny_store, model_id):
+def test_cached_decode_matches_torch_for_each_architecture(tiny_store, model_id, variant):
     """Prefill then ten cached single-token steps, against torch on the whole sequence each time.
     Gemma 3's tiny config has a sliding window of 4, so the steps cross it."""
-    export = seed_export(tiny_store, model_id)
+    export = seed_export(tiny_store, model_id, variant)
     model = load_model(model_id, store=tiny_store, device="cpu")
     sess = _session(export)
     seq = [3, 14, 15, 92, 65]
@@ -155,8 +156,30 @@ def test_int8_quantizes_the_tied_lm_head(tiny_store):
     assert export.variant == "int8" and export.directory.name.startswith("int8-")
 
 
+@pytest.mark.parametrize("model_id, fused", [
+    ("tiny-llama", {"RotaryEmbedding": 4, "SkipSimplifiedLayerNormalization": 4}),
+    ("tiny-gemma3", {"RotaryEmbedding": 4, "SkipSimplifiedLayerNormalization": 4}),
+    ("tiny-gpt2", {"SkipLayerNormalization": 5}),
+])
+def test_fused_variant_uses_onnxruntime_ops_and_keeps_the_interface(tiny_store, model_id, fused):
+    export = seed_export(tiny_store, model_id, "fused")
+    fp32 = cached_export(tiny_store, model_id, "fp32")
+    proto, plain = onnx.load(str(export.onnx_path)), onnx.load(str(fp32.onnx_path), load_external_data=False)
+    ops = {}
+    for node in proto.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + (node.domain == "com.microsoft")
+    assert {op: ops.get(op) for op in fused} == fused  # one per layer (gpt2: also the final norm)
+    assert len(proto.graph.node) < len(plain.graph.node)
+    sess, plain_sess = _session(export), _session(fp32)
+    assert [(i.name, i.shape) for i in sess.get_inputs()] == [(i.name, i.shape) for i in plain_sess.get_inputs()]
+    assert [o.name for o in sess.get_outputs()] == export.output_names
+    manifest = json.loads((export.directory / onnx_export.EXPORT_MANIFEST).read_text())
+    assert manifest["nodes_after"] == len(proto.graph.node) < manifest["nodes_before"]
+    assert export.directory.name.startswith("fused-v") and export.self_check_max_abs_diff < 1e-5
+
+
 def test_unknown_variant_lists_the_choices(tiny_store):
-    with pytest.raises(ExportError, match="fp32, int8"):
+    with pytest.raises(ExportError, match="fp32, fused, int8"):
         export_model(tiny_store, "tiny-llama", "int4")
 
 
