@@ -1,11 +1,11 @@
 """torch eager vs ONNX Runtime on SmolLM2-135M fp32 (CPU), and our ORT loop vs onnxruntime-genai
-running the very same exported graph.
+running the very same exported graph (the fp32 graph, and the fused one).
 
     .venv/bin/python benchmarks/ort_vs_torch.py [--model smollm2-135m-instruct] [--new-tokens 64]
 
 Prints a table for people and, as its last line, JSON for scripts:
 ``{"model", "torch_decode_p50_ms", "ort_decode_p50_ms", "decode_ratio", "parity": {...},
-"genai": {...}, "bandwidth": {...}, "env": {...}}``. Ratios are taken within one run, the
+"genai": {"<backend>": {...}}, "bandwidth": {...}, "env": {...}}``. Ratios are taken within one run, the
 backends taking turns, because the load on a shared machine moves absolute numbers by 1.5x.
 The bandwidth ceiling (22.3 GB/s, 2 threads) was measured on this machine (../shared/ONNX.md).
 """
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--genai-rounds", type=int, default=3)
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8",
+    parser.add_argument("--backends", default="torch,onnxruntime,onnxruntime-fused,onnxruntime-int8",
                         help="torch and onnxruntime are required; onnxruntime-int8 shows quantization drift")
     args = parser.parse_args(argv)
     threads = set_threads(args.threads or len(os.sched_getaffinity(0)))
@@ -142,24 +142,29 @@ def main(argv=None) -> int:
     print(file=sys.stderr)
     record_speeds(store, result)
     print(format_table(result))
-    ort_backend = backends["onnxruntime"]
-    genai = compare_genai(model, ort_backend, ort_backend.export, args.new_tokens, 128, args.genai_rounds, threads)
-    if genai["ran"]:
-        print(f"onnxruntime-genai on the same graph: {genai['genai_decode_p50_ms']:.1f} ms/token, ours "
-              f"{genai['ours_decode_p50_ms']:.1f} ms/token ({genai['ours_over_genai_speed']:.2f}x genai's speed); "
-              f"same tokens: {genai['same_tokens']}")
-    else:
-        print(f"onnxruntime-genai: not compared: {genai['reason']}")
+    genai = {}
+    for name in ("onnxruntime", "onnxruntime-fused"):
+        if name not in backends:
+            continue
+        ours = backends[name]
+        genai[name] = g = compare_genai(model, ours, ours.export, args.new_tokens, 128, args.genai_rounds, threads)
+        if g["ran"]:
+            print(f"onnxruntime-genai on the {ours.export.variant} graph: {g['genai_decode_p50_ms']:.1f} ms/token, "
+                  f"ours {g['ours_decode_p50_ms']:.1f} ms/token ({g['ours_over_genai_speed']:.2f}x genai's speed); "
+                  f"same tokens: {g['same_tokens']}")
+        else:
+            print(f"onnxruntime-genai: not compared: {g['reason']}")
     torch_r, ort_r = result.result("torch"), result.result("onnxruntime")
     bandwidth = {
         r.backend: {"weights_mb": r.weight_bytes / 1e6, "gb_per_s": r.weights_gb_per_s,
                     "share_of_ceiling": r.weights_gb_per_s / BANDWIDTH_GB_S}
         for r in result.results
     }
-    if genai["ran"]:
-        gbs = ort_r.weight_bytes / (genai["genai_decode_p50_ms"] / 1000) / 1e9
-        bandwidth["onnxruntime-genai"] = {"weights_mb": ort_r.weight_bytes / 1e6, "gb_per_s": gbs,
-                                          "share_of_ceiling": gbs / BANDWIDTH_GB_S}
+    for name, g in genai.items():
+        if g["ran"]:
+            gbs = ort_r.weight_bytes / (g["genai_decode_p50_ms"] / 1000) / 1e9
+            bandwidth[f"genai on {name}"] = {"weights_mb": ort_r.weight_bytes / 1e6, "gb_per_s": gbs,
+                                             "share_of_ceiling": gbs / BANDWIDTH_GB_S}
     for name, b in bandwidth.items():
         print(f"{name:<18} reads {b['weights_mb']:.0f} MB/token at {b['gb_per_s']:.1f} GB/s = "
               f"{b['share_of_ceiling']:.0%} of the {BANDWIDTH_GB_S} GB/s ceiling")
