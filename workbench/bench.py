@@ -43,6 +43,7 @@ import torch
 
 from .errors import InvalidInputError
 from .fetch import Progress, _quiet
+from .generation import argmax
 from .parity import ParityReport, check_parity
 from .store import Store
 
@@ -364,13 +365,13 @@ def _generate_once(backend, ids: torch.Tensor, new_tokens: int):
     clock = _Clock(backend)
     mark = clock.start()
     logits, state = backend.prefill(ids)
-    tokens = [int(torch.argmax(logits))]
+    tokens = [argmax(logits)]
     ttft = clock.ms_since(mark)
     steps = []
     for _ in range(new_tokens - 1):
         step_mark = clock.start()
         logits, state = backend.step(tokens[-1], state)
-        tokens.append(int(torch.argmax(logits)))
+        tokens.append(argmax(logits))
         steps.append(clock.ms_since(step_mark))
     return ttft, steps, clock.ms_since(mark), tokens
 

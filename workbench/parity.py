@@ -22,6 +22,7 @@ import torch
 
 from .backends import TorchBackend
 from .errors import InvalidInputError
+from .generation import argmax
 
 DEFAULT_PROMPT = "The capital of France is Paris. The quick brown fox jumps over the lazy dog, and"
 
@@ -95,7 +96,7 @@ def _greedy(backend, ids: torch.Tensor, steps: int) -> tuple[list[int], list[tor
     for i in range(steps):
         logits = logits.float().cpu()
         seen.append(logits)
-        tokens.append(int(torch.argmax(logits)))
+        tokens.append(argmax(logits))
         if i + 1 < steps:
             logits, state = backend.step(tokens[-1], state)
     backend.synchronize()
