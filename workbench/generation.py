@@ -192,6 +192,20 @@ def argmax(scores: torch.Tensor) -> int:
     return int(torch.argmax(scores))
 
 
+def softmax_top(logits: torch.Tensor, k: int):
+    """The softmax of ``logits`` (V,) and the ids of its ``k`` largest, largest first. On the CPU
+    through numpy, for the reason ``argmax`` gives."""
+    k = min(k, logits.numel())
+    if logits.device.type == "cpu":
+        x = logits.numpy()
+        e = np.exp(x - x.max())
+        probs = e / e.sum()
+        top = np.argpartition(probs, -k)[-k:]
+        return probs, top[np.argsort(-probs[top], kind="stable")].tolist()
+    probs = torch.softmax(logits, dim=-1)
+    return probs, torch.topk(probs, k).indices.tolist()
+
+
 def _choose(logits: torch.Tensor, seen: torch.Tensor, config: GenerationConfig, gen) -> int:
     """Pick the next token from raw logits ``(V,)`` after the configured processors."""
     scores = logits
@@ -232,12 +246,8 @@ class Generation:
 
     def _info(self, token_id: int, logits: torch.Tensor) -> TokenInfo:
         tok = self.model.tokenizer
-        probs = torch.softmax(logits, dim=-1)
-        k = max(self.config.top_alternatives, 1)
-        top_p, top_i = torch.topk(probs, k)
-        alts = tuple(
-            Alternative(tok.decode([int(i)]), int(i), float(p)) for p, i in zip(top_p.tolist(), top_i.tolist())
-        )
+        probs, top = softmax_top(logits, max(self.config.top_alternatives, 1))
+        alts = tuple(Alternative(tok.decode([i]), i, float(probs[i])) for i in top)
         return TokenInfo(tok.decode([token_id]), token_id, float(probs[token_id]), alts)
 
     def __iter__(self) -> Iterator[str]:
