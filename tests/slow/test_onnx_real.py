@@ -1,4 +1,4 @@
-"""The real SmolLM2-135M fp32 export against torch (slow: the first export takes ~2-4 min and
+"""The real SmolLM2-135M fp32 export (and the fused graph made from it) against torch (slow: the first export takes ~2-4 min and
 0.5 GB; it is cached in the store, so with ``WORKBENCH_REAL_HOME`` set CI exports once)."""
 import pytest
 
@@ -43,3 +43,12 @@ def test_chat_answer_is_the_same_on_onnxruntime(smollm2):
     got = generate(model, "What is the capital of France?", backend=backend, **settings)
     assert got.token_ids == ref.token_ids
     assert "Paris" in got.text
+
+
+def test_fused_graph_keeps_fp32_parity_on_the_real_model(smollm2, real_store):
+    model, _, fp32 = smollm2
+    backend = make_backend(model, "onnxruntime-fused", store=real_store)
+    export = backend.export
+    assert export.variant == "fused" and export.num_layers == fp32.num_layers
+    report = check_parity(model, backend, steps=64)
+    assert report.greedy_match == 64 and report.max_abs_diff <= 1e-4, report.verdict
