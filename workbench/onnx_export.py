@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +236,8 @@ def export_model(
     """Return the cached export of ``model_id`` or make it (minutes for a real model).
 
     ``progress(fraction, message)`` is called from this thread. ``fused`` and ``int8`` are made
-    from the ``fp32`` export, and make it first. Raises ``ExportError`` (nothing left behind) if the export fails,
-    is interrupted, or exceeds ``timeout_s``.
+    from the ``fp32`` export, and make it first. Raises ``ExportError`` (nothing left behind) if
+    the export fails, is interrupted, or exceeds ``timeout_s``.
     """
     _check_variant(variant)
     card = store.card(model_id)
@@ -557,18 +558,12 @@ def _checked_facts(model_dir: Path, meta: dict, out: Path, threads: int) -> dict
     return dict({k: meta[k] for k in keys}, self_check_max_abs_diff=diff)
 
 
-def _op_counts(nodes) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in nodes:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
 def _child_fused(model_dir: Path, source: Path, out: Path, threads: int) -> dict:
     """The fp32 graph, rewritten into ONNX Runtime's fused CPU ops. transformers 5.23's
     ``fuse_for_onnxruntime`` (built on onnxscript's ORT fusions) replaces each pattern with an
-    op computing exactly what it replaces; on this graph (dynamic batch and length, attention
-    mask kept) it fuses rotary embeddings, skip RMS norms and the packed q/k/v projection.
+    op computing exactly what it replaces; on a Llama-like graph (dynamic batch and length,
+    attention mask kept) it fuses rotary embeddings, skip RMS norms and the packed q/k/v
+    projection (GPT-2: skip layer norms).
     Attention itself stays unfused: ``GroupQueryAttention`` needs a batch-1 decode graph, and
     ONNX Runtime's CPU ``MultiHeadAttention`` is slower than the ops it would replace."""
     import onnx_ir as ir
@@ -577,11 +572,11 @@ def _child_fused(model_dir: Path, source: Path, out: Path, threads: int) -> dict
     meta = json.loads((source / EXPORT_MANIFEST).read_text(encoding="utf-8"))
     _say(0.0, 0.1, "reading the fp32 graph")
     model = ir.load(str(source / ONNX_FILE))
-    before = _op_counts(model.graph.all_nodes())
+    before = Counter(node.op_type for node in model.graph.all_nodes())
     _say(0.1, 0.6, "fusing into ONNX Runtime's ops (rotary, skip RMS norm, packed q/k/v)")
     fuse_for_onnxruntime(model, "cpu")
-    after = _op_counts(model.graph.all_nodes())
-    if sum(after.values()) >= sum(before.values()):
+    after = Counter(node.op_type for node in model.graph.all_nodes())
+    if after.total() >= before.total():
         raise ExportError("transformers' ONNX Runtime fusions found nothing to fuse in this graph; "
                           "use the fp32 variant for this model.")
     _say(0.6, 0.75, "saving the fused graph")
@@ -590,7 +585,7 @@ def _child_fused(model_dir: Path, source: Path, out: Path, threads: int) -> dict
     _say(0.75, 0.98, "checking the fused graph against torch")
     facts = _checked_facts(model_dir, meta, out, threads)
     fused = {op: n for op, n in after.items() if op not in before}
-    return dict(facts, nodes_before=sum(before.values()), nodes_after=sum(after.values()), fused_ops=fused)
+    return dict(facts, nodes_before=before.total(), nodes_after=after.total(), fused_ops=fused)
 
 
 def _child_main(argv: list[str]) -> int:
