@@ -543,8 +543,14 @@ def _read_speeds(path: Path) -> dict:
 
 
 def measured_speeds(store: Store, model_id: str) -> dict[str, float]:
-    """Tokens/s measured on this machine per backend (e.g. ``{"torch": 14.6, "onnxruntime": 28.6}``);
-    empty when the model was never benchmarked."""
+    """Tokens/s measured on this machine per backend (e.g. ``{"torch": 14.6, "onnxruntime": 28.6}``),
+    CPU first, in the backends' own order; empty when the model was never benchmarked."""
+    from .ort_backend import ALL_BACKENDS
+
+    def order(key: str):
+        name, _, device = key.partition(" (")
+        return (device, ALL_BACKENDS.index(name) if name in ALL_BACKENDS else len(ALL_BACKENDS), key)
+
     entry = _read_speeds(_speeds_path(store)).get(store.card(model_id).id, {})
-    return {k: float(v["tokens_per_s"]) for k, v in entry.items()
-            if isinstance(v, dict) and isinstance(v.get("tokens_per_s"), (int, float))}
+    return {k: float(entry[k]["tokens_per_s"]) for k in sorted(entry, key=order)
+            if isinstance(entry[k], dict) and isinstance(entry[k].get("tokens_per_s"), (int, float))}
