@@ -20,7 +20,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle  # noqa: E402
+from browser_util import (  # noqa: E402
+    CHROMIUM, CHROMIUM_ARGS, new_page, open_generate_sampling, start_app, stop_app, wait_idle,
+)
 
 from workbench.generation_views import visible  # noqa: E402
 from workbench.loading import load_model  # noqa: E402
@@ -73,11 +75,7 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             pages = [new_page(browser, 1200, 900) for _ in prompts]
             for pg, prompt in zip(pages, prompts):
-                pg.goto(url)
-                wait_idle(pg)
-                pg.get_by_text("Decoding settings").click()
-                pg.get_by_text("Sample (off = greedy)").click()
-                wait_idle(pg)
+                open_generate_sampling(pg, url)
                 pg.get_by_label("Max new tokens").fill(str(args.new_tokens))
                 pg.keyboard.press("Enter")
                 wait_idle(pg)

@@ -77,6 +77,15 @@ def wait_idle(pg, timeout: float = 60_000, start_within: float = 1_500) -> None:
     pg.wait_for_timeout(150)
 
 
+def open_generate_sampling(pg, url: str) -> None:
+    """Open the app (the Generate page) and switch decoding from greedy to sampling."""
+    pg.goto(url)
+    wait_idle(pg)
+    pg.get_by_text("Decoding settings").click()
+    pg.get_by_text("Sample (off = greedy)").click()
+    wait_idle(pg)
+
+
 def shot(locator_or_page, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"

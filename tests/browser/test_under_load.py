@@ -1,6 +1,6 @@
 """Four browser sessions generating at once on the same cached model: each gets exactly the
 output it would get alone, and the server keeps running."""
-from browser_util import new_page, wait_idle
+from browser_util import new_page, open_generate_sampling, wait_idle
 
 from workbench.generation_views import visible
 from workbench.loading import load_model
@@ -20,11 +20,7 @@ def test_four_sessions_at_once_match_solo_runs(app_url, browser, browser_home):
     pages = [new_page(browser, 1200, 900) for _ in PROMPTS]
     try:
         for pg, prompt in zip(pages, PROMPTS):
-            pg.goto(app_url)
-            wait_idle(pg)
-            pg.get_by_text("Decoding settings").click()
-            pg.get_by_text("Sample (off = greedy)").click()
-            wait_idle(pg)
+            open_generate_sampling(pg, app_url)
             pg.get_by_label("Prompt").fill(prompt)
         for pg in pages:  # fire all four before waiting on any
             pg.get_by_role("button", name="Generate", exact=True).click()
