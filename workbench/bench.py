@@ -34,10 +34,8 @@ import statistics
 import tempfile
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -327,14 +325,12 @@ class _Clock:
         return (time.perf_counter() - mark) * 1000
 
 
-_NO_SAMPLE = SimpleNamespace(peak_rss=0, peak_gpu=0)
-
-
 class _MemorySampler:
-    """Peak RSS (and GPU memory in use) of this process, sampled on a thread every 10 ms."""
+    """Peak RSS (and GPU memory in use) of this process, sampled on a thread every 10 ms;
+    ``enabled=False`` samples nothing (peaks stay 0)."""
 
-    def __init__(self, gpu: bool):
-        self.proc, self.gpu = psutil.Process(), gpu and torch.cuda.is_available()
+    def __init__(self, gpu: bool, enabled: bool = True):
+        self.proc, self.gpu, self.enabled = psutil.Process(), gpu and torch.cuda.is_available(), enabled
         self.peak_rss, self.peak_gpu, self._stop = 0, 0, threading.Event()
 
     def _sample(self):
@@ -348,15 +344,17 @@ class _MemorySampler:
             self._sample()
 
     def __enter__(self):
-        self._sample()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        if self.enabled:
+            self._sample()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._sample()
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
 
 
 def _prefill_once(backend, ids: torch.Tensor) -> float:
@@ -428,8 +426,7 @@ def run_benchmark(
         # memory is sampled on the untimed warm-up runs (the same work): the sampling thread
         # cost about 0.8 ms a token, 3 %, when it ran beside timed decoding on 2 cores
         backend = backends[name]
-        sample = not record or config.warmup == 0
-        with _MemorySampler(backend.device.startswith("cuda")) if sample else nullcontext(_NO_SAMPLE) as mem:
+        with _MemorySampler(backend.device.startswith("cuda"), enabled=not record or config.warmup == 0) as mem:
             if task == "prefill":
                 ms = _prefill_once(backend, prompts[length])
                 if record:

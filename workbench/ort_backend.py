@@ -20,6 +20,7 @@ returns a ready ``Backend`` (exporting first, with progress, when needed).
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ def _providers(device: str) -> tuple[list, str]:
     return ["CPUExecutionProvider"], ""
 
 
+@functools.cache
 def _preload_cuda_libraries() -> None:
     """Load the CUDA and cuDNN libraries onnxruntime-gpu needs from the ``nvidia-*`` pip packages
     (the ones torch brings) when they are not on the loader's path; harmless when they are."""
