@@ -57,7 +57,12 @@ def test_threads_and_providers_are_explicit_and_recorded(tiny_store):
     assert settings["threads"] == 1
     assert settings["providers"] == ["CPUExecutionProvider"]
     assert settings["backend"] == "onnxruntime" and settings["variant"] == "fp32"
-    assert backend.session.get_session_options().intra_op_num_threads == 1
+    options = backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # the pool stops spinning when a run ends; CPU sessions share one memory arena
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.get_session_config_entry("session.use_env_allocators") == "1"
+    assert settings["session_config"] == {"session.force_spinning_stop": "1", "session.use_env_allocators": "1"}
     assert OrtBackend(export, "cpu").threads >= 1
 
 
