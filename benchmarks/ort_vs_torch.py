@@ -5,9 +5,16 @@ running the very same exported graph (the fp32 graph, and the fused one).
 
 Prints a table for people and, as its last line, JSON for scripts:
 ``{"model", "torch_decode_p50_ms", "ort_decode_p50_ms", "decode_ratio", "parity": {...},
-"genai": {"<backend>": {...}}, "bandwidth": {...}, "env": {...}}``. Ratios are taken within one run, the
-backends taking turns, because the load on a shared machine moves absolute numbers by 1.5x.
-The bandwidth ceiling (22.3 GB/s, 2 threads) was measured on this machine (../shared/ONNX.md).
+"genai": {"<backend>": {"in_process": {...}, "separate_processes": {...}}}, "bandwidth": {...},
+"env": {...}}``. Ratios are taken within one run, the backends taking turns, because the load on a
+shared machine moves absolute numbers by 1.5x. The bandwidth ceiling (22.3 GB/s, 2 threads) was
+measured on this machine (../shared/ONNX.md).
+
+Our loop against onnxruntime-genai is measured two ways. In one process (this one), the two
+runtimes share it: two copies of ONNX Runtime, two thread pools, two copies of the weights, and
+which of them loaded first moves the ratio by about 3 %. In separate processes, each runtime runs
+in a fresh process of its own (``--worker``), as a user would run it, and the two take turns on
+command so they see the same machine load; only one of them computes at any time.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +36,8 @@ from workbench.bench import BenchConfig, bench_prompt, record_speeds, run_benchm
 from workbench.generation import Generation  # noqa: E402
 from workbench.loading import load_model, set_threads  # noqa: E402
 from workbench.onnx_cli import format_table  # noqa: E402
-from workbench.ort_backend import make_backend  # noqa: E402
+from workbench.onnx_export import cached_export  # noqa: E402
+from workbench.ort_backend import BACKEND_VARIANTS, OrtBackend, make_backend  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 BANDWIDTH_GB_S = 22.3  # measured here with 2 threads (../shared/ONNX.md)
@@ -128,6 +137,118 @@ def compare_genai(model, ours, export, new_tokens: int, context: int, rounds: in
     }
 
 
+def worker(kind: str, model_id: str, name: str, new_tokens: int, context: int, threads: int) -> int:
+    """One runtime in a process of its own: load, print ``ready``, then answer each command read
+    from stdin (``greedy``: one bare greedy generation; ``generation``: our full Generation loop)
+    with one JSON line."""
+    answers, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print stays off the protocol
+    store = Store()
+    model = load_model(model_id, store=store, device="cpu", threads=set_threads(threads))
+    export = cached_export(store, model_id, BACKEND_VARIANTS[name], verify=False)
+    if export is None:
+        print(json.dumps({"error": f"no cached {name} export of {model_id}: run the benchmark first"}), file=answers, flush=True)
+        return 1
+    text = model.tokenizer.decode(bench_prompt(model.tokenizer, context))
+    settings = dict(max_new_tokens=new_tokens, stop_at_eos=False, top_alternatives=5)
+    ids = Generation(model, text, **settings).prompt_ids
+    if kind == "genai":
+        import onnxruntime_genai as og
+        if hasattr(og, "disable_telemetry_events"):
+            og.disable_telemetry_events()
+        gmodel = og.Model(str(genai_folder(export, model, threads)))
+        greedy = lambda: genai_once(og, gmodel, ids, new_tokens)  # noqa: E731
+    else:
+        ours = OrtBackend(export, "cpu", threads, name=name)
+        tensor = torch.tensor([ids])
+        greedy = lambda: _generate_once(ours, tensor, new_tokens)  # noqa: E731
+    greedy()  # warm-up
+    print("ready", file=answers, flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "greedy":
+            _, steps, _, tokens = greedy()
+            answer = {"steps": steps, "tokens": tokens}
+        elif command == "generation" and kind == "ours":
+            result = Generation(model, text, backend=ours, **settings).run()
+            answer = {"decode_mean_ms": result.decode_ms_per_token, "tokens": result.token_ids}
+        else:
+            answer = {"error": f"unknown command {command!r}"}
+        print(json.dumps(answer), file=answers, flush=True)
+    return 0
+
+
+class _Worker:
+    def __init__(self, kind: str, args: list[str]):
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"the {kind} worker did not start: {line or 'no output'}")
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.kind} worker exited (exit status {self.proc.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.kind} worker: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def compare_in_separate_processes(model_id: str, name: str, new_tokens: int, context: int, rounds: int,
+                                  threads: int) -> dict:
+    """Our loop and genai's, each in a fresh process, taking turns (the order flips each round)."""
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return {"ran": False, "reason": "onnxruntime-genai is not installed (pip install .[bench])"}
+    args = ["--model", model_id, "--backends", name, "--new-tokens", str(new_tokens),
+            "--context", str(context), "--threads", str(threads)]
+    workers = {}
+    try:
+        for kind in ("ours", "genai"):
+            workers[kind] = _Worker(kind, args)
+            time.sleep(1.0)  # let its pool threads go idle before the other starts
+        steps = {"ours": [], "genai": []}
+        means = {"ours": [], "genai": []}
+        tokens = {}
+        loop_means = []
+        for r in range(rounds):
+            for kind in ("ours", "genai") if r % 2 == 0 else ("genai", "ours"):
+                answer = workers[kind].ask("greedy")
+                steps[kind] += answer["steps"]
+                means[kind].append(statistics.mean(answer["steps"]))
+                tokens[kind] = answer["tokens"]
+            answer = workers["ours"].ask("generation")
+            loop_means.append(answer["decode_mean_ms"])
+        per_round = [g / o for g, o in zip(means["genai"], means["ours"])]
+    except RuntimeError as err:
+        return {"ran": False, "reason": str(err)}
+    finally:
+        for w in workers.values():
+            w.close()
+    g50, o50 = statistics.median(steps["genai"]), statistics.median(steps["ours"])
+    return {
+        "ran": True, "rounds": rounds, "genai_decode_p50_ms": g50, "ours_decode_p50_ms": o50,
+        "ours_over_genai_speed": g50 / o50,
+        "per_round_speed": per_round,  # genai's mean step / ours, one 64-token generation each
+        "genai_decode_mean_ms": statistics.median(means["genai"]),
+        "generation_loop_decode_mean_ms": statistics.median(loop_means),
+        "generation_loop_over_genai_speed": statistics.median(means["genai"]) / statistics.median(loop_means),
+        "same_tokens": tokens["ours"] == tokens["genai"] == answer["tokens"],
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -139,7 +260,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--backends", default="torch,onnxruntime,onnxruntime-fused,onnxruntime-int8",
                         help="torch and onnxruntime are required; onnxruntime-int8 shows quantization drift")
+    parser.add_argument("--context", type=int, default=128, help="prompt length of the genai comparison")
+    parser.add_argument("--worker", choices=("ours", "genai"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.model, args.backends, args.new_tokens, args.context, args.threads)
     threads = set_threads(args.threads or len(os.sched_getaffinity(0)))
     store = Store()
     model = load_model(args.model, store=store, device="cpu", threads=threads)
@@ -157,22 +282,30 @@ def main(argv=None) -> int:
         if name not in backends:
             continue
         ours = backends[name]
-        genai[name] = g = compare_genai(model, ours, ours.export, args.new_tokens, 128, args.genai_rounds, threads)
-        if g["ran"]:
-            print(f"onnxruntime-genai on the {ours.export.variant} graph: {g['genai_decode_p50_ms']:.2f} ms/token, "
-                  f"our greedy loop {g['ours_decode_p50_ms']:.2f} ms/token ({g['ours_over_genai_speed']:.3f}x genai's "
-                  f"speed); means: genai {g['genai_decode_mean_ms']:.2f}, our Generation loop "
-                  f"{g['generation_loop_decode_mean_ms']:.2f} ({g['generation_loop_over_genai_speed']:.3f}x); "
-                  f"same tokens: {g['same_tokens']}")
-        else:
-            print(f"onnxruntime-genai: not compared: {g['reason']}")
+        genai[name] = {
+            "in_process": compare_genai(model, ours, ours.export, args.new_tokens, args.context, args.genai_rounds, threads),
+            "separate_processes": compare_in_separate_processes(
+                args.model, name, args.new_tokens, args.context, 2 * args.genai_rounds, threads),
+        }
+        for how, g in genai[name].items():
+            if g["ran"]:
+                print(f"onnxruntime-genai on the {ours.export.variant} graph, {how.replace('_', ' ')}: "
+                      f"{g['genai_decode_p50_ms']:.2f} ms/token, our greedy loop {g['ours_decode_p50_ms']:.2f} "
+                      f"({g['ours_over_genai_speed']:.3f}x genai's speed); means: genai {g['genai_decode_mean_ms']:.2f}, "
+                      f"our Generation loop {g['generation_loop_decode_mean_ms']:.2f} "
+                      f"({g['generation_loop_over_genai_speed']:.3f}x); same tokens: {g['same_tokens']}")
+                if "per_round_speed" in g:
+                    print("  per round, ours/genai speed: " + " ".join(f"{x:.3f}" for x in g["per_round_speed"]))
+            else:
+                print(f"onnxruntime-genai ({how}): not compared: {g['reason']}")
     torch_r, ort_r = result.result("torch"), result.result("onnxruntime")
     bandwidth = {
         r.backend: {"weights_mb": r.weight_bytes / 1e6, "gb_per_s": r.weights_gb_per_s,
                     "share_of_ceiling": r.weights_gb_per_s / BANDWIDTH_GB_S}
         for r in result.results
     }
-    for name, g in genai.items():
+    for name, both in genai.items():
+        g = both["separate_processes"] if both["separate_processes"]["ran"] else both["in_process"]
         if g["ran"]:
             gbs = ort_r.weight_bytes / (g["genai_decode_p50_ms"] / 1000) / 1e9
             bandwidth[f"genai on {name}"] = {"weights_mb": ort_r.weight_bytes / 1e6, "gb_per_s": gbs,
