@@ -11,10 +11,10 @@ in GPU memory.
 
 Settings are explicit and recorded on the backend (``settings()``): execution providers, intra-op
 threads (default: this machine's core count; more threads than cores is several times slower),
-graph optimization level, and two session settings: one process-wide memory arena for the CPU
-sessions (``session.use_env_allocators``, as onnxruntime-genai sets up) and pool threads that stop
-spinning when a run ends (``session.force_spinning_stop``: otherwise they keep a core busy while
-Python picks the next token). Each was worth about 2 % of decode time here. CUDA needs the optional
+graph optimization level, and two settings of CPU sessions: one process-wide memory arena
+(``session.use_env_allocators``, as onnxruntime-genai sets up) and pool threads that stop spinning
+when a run ends (``session.force_spinning_stop``: otherwise they keep a core busy while Python
+picks the next token). Each was worth about 2 % of decode time here. CUDA needs the optional
 ``onnxruntime-gpu`` package; asking for it without one falls back to the CPU provider and says so
 in ``note``.
 
@@ -103,8 +103,8 @@ def _register_shared_cpu_arena() -> None:
     ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
 
 
-SESSION_CONFIG = {"session.force_spinning_stop": "1"}  # recorded in OrtBackend.settings()
-CPU_SESSION_CONFIG = {"session.use_env_allocators": "1"}
+# CPU sessions only: the CUDA path was measured and proven without them; OrtBackend.settings() records them
+CPU_SESSION_CONFIG = {"session.force_spinning_stop": "1", "session.use_env_allocators": "1"}
 
 
 def _device_index(device: str) -> int:
@@ -127,12 +127,10 @@ def open_session(export: OnnxExport, device: str = "cpu", threads: int | None = 
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    config = dict(SESSION_CONFIG)
     if providers == ["CPUExecutionProvider"]:
         _register_shared_cpu_arena()
-        config.update(CPU_SESSION_CONFIG)
-    for name, value in config.items():
-        opts.add_session_config_entry(name, value)
+        for name, value in CPU_SESSION_CONFIG.items():
+            opts.add_session_config_entry(name, value)
     try:
         session = ort.InferenceSession(str(export.onnx_path), opts, providers=providers)
     except ORT_ERRORS as err:
@@ -198,7 +196,14 @@ class OrtBackend:
         }
 
     def _session_config(self) -> dict:
-        return {**SESSION_CONFIG, **({} if self.on_gpu else CPU_SESSION_CONFIG)}
+        options = self.session.get_session_options()
+        config = {}
+        for name in CPU_SESSION_CONFIG:
+            try:
+                config[name] = options.get_session_config_entry(name)
+            except RuntimeError:  # not set on this session
+                pass
+        return config
 
     def _run(self, ids: np.ndarray, length: int, past) -> tuple[torch.Tensor, _State]:
         """Feed ``ids`` (1, S) after ``length`` cached tokens; return logits (V,) and the state."""
