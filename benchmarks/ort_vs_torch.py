@@ -19,6 +19,7 @@ command so they see the same machine load; only one of them computes at any time
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -41,6 +42,7 @@ from workbench.ort_backend import BACKEND_VARIANTS, OrtBackend, make_backend  # 
 from workbench.store import Store  # noqa: E402
 
 BANDWIDTH_GB_S = 22.3  # measured here with 2 threads (../shared/ONNX.md)
+NO_GENAI = "onnxruntime-genai is not installed (pip install .[bench])"
 
 
 def genai_folder(export, model, threads: int) -> Path:
@@ -95,46 +97,63 @@ def genai_once(og, gmodel, ids: list[int], new_tokens: int):
     return ttft, steps, (time.perf_counter() - start) * 1000, tokens
 
 
-def compare_genai(model, ours, export, new_tokens: int, context: int, rounds: int, threads: int) -> dict:
+def _load_genai(export, model, threads: int):
+    """``(onnxruntime_genai, og.Model)`` on our graph; RuntimeError says why not."""
     try:
         import onnxruntime_genai as og
     except ImportError:
-        return {"ran": False, "reason": "onnxruntime-genai is not installed (pip install .[bench])"}
+        raise RuntimeError(NO_GENAI) from None
     if hasattr(og, "disable_telemetry_events"):
         og.disable_telemetry_events()
-    folder = genai_folder(export, model, threads)
     try:
-        gmodel = og.Model(str(folder))
+        return og, og.Model(str(genai_folder(export, model, threads)))
     except Exception as err:  # genai raises plain RuntimeError/OSError variants; report, don't hide
-        return {"ran": False, "reason": f"onnxruntime-genai could not load our graph: {err}"}
-    # the workbench's own generation loop (per-token probabilities, top-k, streamed text) as well
-    # as the bare greedy loop; its prompt ids are the ones everybody gets
+        raise RuntimeError(f"onnxruntime-genai could not load our graph: {err}") from err
+
+
+def _loop_inputs(model, context: int, new_tokens: int) -> tuple[str, list[int], dict]:
+    """The bench text, the prompt ids the Generation loop makes of it (everybody gets these), and
+    the Generation loop's settings (per-token probabilities, top-5, streamed text)."""
     text = model.tokenizer.decode(bench_prompt(model.tokenizer, context))
     settings = dict(max_new_tokens=new_tokens, stop_at_eos=False, top_alternatives=5)
-    ids = Generation(model, text, backend=ours, **settings).prompt_ids
+    return text, Generation(model, text, **settings).prompt_ids, settings
+
+
+def _comparison(steps: dict, means: dict, loop_means: list, same_tokens: bool, **extra) -> dict:
+    """The comparison's numbers from per-step ms and per-round means of ``ours`` and ``genai``."""
+    g50, o50 = statistics.median(steps["genai"]), statistics.median(steps["ours"])
+    return {
+        "ran": True, **extra, "genai_decode_p50_ms": g50, "ours_decode_p50_ms": o50,
+        "ours_over_genai_speed": g50 / o50,
+        # means: Generation records its decode time per token as a mean
+        "genai_decode_mean_ms": statistics.median(means["genai"]),
+        "generation_loop_decode_mean_ms": statistics.median(loop_means),
+        "generation_loop_over_genai_speed": statistics.median(means["genai"]) / statistics.median(loop_means),
+        "same_tokens": same_tokens,
+    }
+
+
+def compare_genai(model, ours, export, new_tokens: int, context: int, rounds: int, threads: int) -> dict:
+    """Our loop and genai's in this process, taking turns."""
+    try:
+        og, gmodel = _load_genai(export, model, threads)
+    except RuntimeError as err:
+        return {"ran": False, "reason": str(err)}
+    text, ids, settings = _loop_inputs(model, context, new_tokens)
     tensor = torch.tensor([ids])
     genai_once(og, gmodel, ids, new_tokens)  # warm-up
     _generate_once(ours, tensor, new_tokens)
-    g_steps, o_steps, g_mean, loop_mean = [], [], [], []
+    steps, means, loop_means = {"ours": [], "genai": []}, {"ours": [], "genai": []}, []
     for _ in range(rounds):  # take turns so both see the same machine load
-        _, steps, _, g_tokens = genai_once(og, gmodel, ids, new_tokens)
-        g_steps += steps
-        g_mean.append(statistics.mean(steps))
-        _, steps, _, o_tokens = _generate_once(ours, tensor, new_tokens)
-        o_steps += steps
+        _, g, _, g_tokens = genai_once(og, gmodel, ids, new_tokens)
+        _, o, _, o_tokens = _generate_once(ours, tensor, new_tokens)
+        for kind, s in (("genai", g), ("ours", o)):
+            steps[kind] += s
+            means[kind].append(statistics.mean(s))
         result = Generation(model, text, backend=ours, **settings).run()
-        loop_mean.append(result.decode_ms_per_token)
-    g50, o50 = statistics.median(g_steps), statistics.median(o_steps)
-    return {
-        "ran": True, "graph": str(export.onnx_path), "rounds": rounds, "context": len(ids),
-        "genai_decode_p50_ms": g50, "ours_decode_p50_ms": o50, "ours_over_genai_speed": g50 / o50,
-        # means: Generation records its decode time per token as a mean
-        "genai_decode_mean_ms": statistics.median(g_mean),
-        "generation_loop_decode_mean_ms": statistics.median(loop_mean),
-        "generation_loop_over_genai_speed": statistics.median(g_mean) / statistics.median(loop_mean),
-        "same_tokens": g_tokens == o_tokens == result.token_ids,
-        "tokens_equal": sum(a == b for a, b in zip(g_tokens, o_tokens)),
-    }
+        loop_means.append(result.decode_ms_per_token)
+    return _comparison(steps, means, loop_means, g_tokens == o_tokens == result.token_ids,
+                       graph=str(export.onnx_path), rounds=rounds, context=len(ids))
 
 
 def worker(kind: str, model_id: str, name: str, new_tokens: int, context: int, threads: int) -> int:
@@ -146,16 +165,16 @@ def worker(kind: str, model_id: str, name: str, new_tokens: int, context: int, t
     model = load_model(model_id, store=store, device="cpu", threads=set_threads(threads))
     export = cached_export(store, model_id, BACKEND_VARIANTS[name], verify=False)
     if export is None:
-        print(json.dumps({"error": f"no cached {name} export of {model_id}: run the benchmark first"}), file=answers, flush=True)
+        error = f"no cached {name} export of {model_id}: run the benchmark first"
+        print(json.dumps({"error": error}), file=answers, flush=True)
         return 1
-    text = model.tokenizer.decode(bench_prompt(model.tokenizer, context))
-    settings = dict(max_new_tokens=new_tokens, stop_at_eos=False, top_alternatives=5)
-    ids = Generation(model, text, **settings).prompt_ids
+    text, ids, settings = _loop_inputs(model, context, new_tokens)
     if kind == "genai":
-        import onnxruntime_genai as og
-        if hasattr(og, "disable_telemetry_events"):
-            og.disable_telemetry_events()
-        gmodel = og.Model(str(genai_folder(export, model, threads)))
+        try:
+            og, gmodel = _load_genai(export, model, threads)
+        except RuntimeError as err:
+            print(json.dumps({"error": str(err)}), file=answers, flush=True)
+            return 1
         greedy = lambda: genai_once(og, gmodel, ids, new_tokens)  # noqa: E731
     else:
         ours = OrtBackend(export, "cpu", threads, name=name)
@@ -208,10 +227,8 @@ class _Worker:
 def compare_in_separate_processes(model_id: str, name: str, new_tokens: int, context: int, rounds: int,
                                   threads: int) -> dict:
     """Our loop and genai's, each in a fresh process, taking turns (the order flips each round)."""
-    try:
-        import onnxruntime_genai  # noqa: F401
-    except ImportError:
-        return {"ran": False, "reason": "onnxruntime-genai is not installed (pip install .[bench])"}
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        return {"ran": False, "reason": NO_GENAI}
     args = ["--model", model_id, "--backends", name, "--new-tokens", str(new_tokens),
             "--context", str(context), "--threads", str(threads)]
     workers = {}
@@ -237,16 +254,8 @@ def compare_in_separate_processes(model_id: str, name: str, new_tokens: int, con
     finally:
         for w in workers.values():
             w.close()
-    g50, o50 = statistics.median(steps["genai"]), statistics.median(steps["ours"])
-    return {
-        "ran": True, "rounds": rounds, "genai_decode_p50_ms": g50, "ours_decode_p50_ms": o50,
-        "ours_over_genai_speed": g50 / o50,
-        "per_round_speed": per_round,  # genai's mean step / ours, one 64-token generation each
-        "genai_decode_mean_ms": statistics.median(means["genai"]),
-        "generation_loop_decode_mean_ms": statistics.median(loop_means),
-        "generation_loop_over_genai_speed": statistics.median(means["genai"]) / statistics.median(loop_means),
-        "same_tokens": tokens["ours"] == tokens["genai"] == answer["tokens"],
-    }
+    return _comparison(steps, means, loop_means, tokens["ours"] == tokens["genai"] == answer["tokens"],
+                       rounds=rounds, per_round_speed=per_round)  # genai's mean step / ours, per round
 
 
 def main(argv=None) -> int:

@@ -208,12 +208,12 @@ class OrtBackend:
     def _run(self, ids: np.ndarray, length: int, past) -> tuple[torch.Tensor, _State]:
         """Feed ``ids`` (1, S) after ``length`` cached tokens; return logits (V,) and the state."""
         seq = ids.shape[1]
+        mask = np.ones((1, length + seq), np.int64)
+        positions = np.arange(length, length + seq, dtype=np.int64)[None]
         if not self.on_gpu:
-            # the C++ values borrow these arrays' memory: they must outlive the run
-            arrays = (ids, np.ones((1, length + seq), np.int64), np.arange(length, length + seq, dtype=np.int64)[None])
             feeds = _ort_c.OrtValueVector()
             feeds.reserve(len(self._feed_names))
-            for array in arrays:
+            for array in (ids, mask, positions):  # borrowed, not copied: these arrays outlive the run
                 feeds.push_back(_ort_c.OrtValue.ortvalue_from_numpy(array, self._fetch_devices[0]))
             for i in range(len(self._past_names)):
                 feeds.push_back(past[i])
@@ -225,8 +225,8 @@ class OrtBackend:
             return torch.from_numpy(logits), _State(outputs, length + seq)
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", ids)
-        binding.bind_cpu_input("attention_mask", np.ones((1, length + seq), np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(length, length + seq, dtype=np.int64)[None])
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("position_ids", positions)
         for name, value in zip(self._past_names, past):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")

@@ -11,8 +11,9 @@ the same prompt for ``steps`` tokens, each with its own KV cache, and reports:
   ``first_mismatch`` (None when all agree).
 
 Verdict, per export variant (``THRESHOLDS``): fp32, and the fused fp32 graph, pass with
-max |Δlogits| ≤ 1e-4 and every greedy token equal. Quantized graphs change logits by design, so int8 is judged on tokens only,
-and its logit drift is reported, never hidden. This module does not time anything (see ``bench``).
+max |Δlogits| ≤ 1e-4 and every greedy token equal. Quantized graphs change logits by design, so
+int8 is judged on tokens only, and its logit drift is reported, never hidden. This module does not
+time anything (see ``bench``).
 """
 from __future__ import annotations
 

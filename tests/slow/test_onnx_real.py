@@ -1,5 +1,6 @@
-"""The real SmolLM2-135M fp32 export (and the fused graph made from it) against torch (slow: the first export takes ~2-4 min and
-0.5 GB; it is cached in the store, so with ``WORKBENCH_REAL_HOME`` set CI exports once)."""
+"""The real SmolLM2-135M fp32 export (and the fused graph made from it) against torch (slow: the
+first export takes ~2-4 min and 0.5 GB; it is cached in the store, so with ``WORKBENCH_REAL_HOME``
+set CI exports once)."""
 import pytest
 
 from workbench.generation import generate
