@@ -1,7 +1,11 @@
-"""GPT Store Workbench: `streamlit run app.py`. Builds the menu; pages live in pages/."""
+"""GPT Store Workbench: `streamlit run app.py`. Builds the menu; pages live in pages/.
+
+The menu is drawn here with `st.page_link` (Streamlit's own file-name menu of the pages/ folder is
+off in .streamlit/config.toml), so the first paint of a fresh server already shows the real one.
+"""
 import streamlit as st
 
-import workbench.loading  # noqa: F401  heavy libraries imported once, before any page reruns
+from pages._shared import Keys
 
 st.set_page_config(page_title="GPT Store Workbench", page_icon="🧪", layout="wide")
 
@@ -12,4 +16,13 @@ PAGES = [
     st.Page("pages/latency.py", title="Latency", icon="⏱️"),
 ]
 
-st.navigation(PAGES).run()
+page = st.navigation(PAGES, position="hidden")
+st.session_state[Keys.routed] = True
+wanted = st.session_state.pop(Keys.wanted_page, None)
+target = next((p for p in PAGES if p.url_path == wanted), None)
+if target is not None and target.url_path != page.url_path:
+    st.switch_page(target)  # a bookmarked page asked for before this script had run
+with st.sidebar.container(key="wb_menu"):
+    for p in PAGES:
+        st.page_link(p)
+page.run()

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,12 +32,11 @@ import psutil
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from workbench import attention as attn  # noqa: E402
-from workbench import attention_views as views  # noqa: E402
-from workbench import bertviz_offline  # noqa: E402
-from workbench.bench import BENCH_TEXT  # noqa: E402
+from workbench.views import attention as views  # noqa: E402
+from workbench.views import bertviz as bertviz_offline  # noqa: E402
+from workbench.latency.harness import BENCH_TEXT  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 
@@ -129,10 +127,9 @@ def browser_click_to_drawn(model_id: str, tokens_text: str, repeats: int,
     """Seconds from clicking "Show attention" to the first tab (grid and zoomed head) drawn, warm
     model; the forward time the page reports for each click (ms, measured in the server); and
     seconds from clicking each other tab to its views drawn (tabs run lazily)."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from playwright.sync_api import sync_playwright
 
-    from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle
+    from workbench.testing.browser import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle
 
     proc, url = start_app(Path(os.environ.get("WORKBENCH_HOME") or Store().home))
     try:

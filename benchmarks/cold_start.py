@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app  # noqa: E402
+from workbench.testing.browser import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app  # noqa: E402
 
 from workbench.store import Store, default_home  # noqa: E402
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from workbench import loading
+from workbench.runtime import loading
 from workbench.store import Store
 
 

@@ -29,16 +29,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from workbench.bench import BenchConfig, bench_prompt, record_speeds, run_benchmark, _generate_once  # noqa: E402
-from workbench.generation import Generation  # noqa: E402
-from workbench.loading import load_model, set_threads  # noqa: E402
-from workbench.onnx_cli import format_table  # noqa: E402
-from workbench.onnx_export import cached_export  # noqa: E402
-from workbench.ort_backend import BACKEND_VARIANTS, OrtBackend, make_backend  # noqa: E402
+from workbench.latency.harness import BenchConfig, bench_prompt, run_benchmark, generate_once
+from workbench.latency.speeds import record_speeds  # noqa: E402
+from workbench.runtime.generation import Generation  # noqa: E402
+from workbench.runtime.loading import load_model, set_threads  # noqa: E402
+from workbench.cli.onnx import format_table  # noqa: E402
+from workbench.onnx.cache import cached_export  # noqa: E402
+from workbench.runtime.backends import make_backend
+from workbench.runtime.backends.ort import BACKEND_VARIANTS, OrtBackend  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 BANDWIDTH_GB_S = 22.3  # measured here with 2 threads (../shared/ONNX.md)
@@ -142,11 +143,11 @@ def compare_genai(model, ours, export, new_tokens: int, context: int, rounds: in
     text, ids, settings = _loop_inputs(model, context, new_tokens)
     tensor = torch.tensor([ids])
     genai_once(og, gmodel, ids, new_tokens)  # warm-up
-    _generate_once(ours, tensor, new_tokens)
+    generate_once(ours, tensor, new_tokens)
     steps, means, loop_means = {"ours": [], "genai": []}, {"ours": [], "genai": []}, []
     for _ in range(rounds):  # take turns so both see the same machine load
         _, g, _, g_tokens = genai_once(og, gmodel, ids, new_tokens)
-        _, o, _, o_tokens = _generate_once(ours, tensor, new_tokens)
+        _, o, _, o_tokens = generate_once(ours, tensor, new_tokens)
         for kind, s in (("genai", g), ("ours", o)):
             steps[kind] += s
             means[kind].append(statistics.mean(s))
@@ -179,7 +180,7 @@ def worker(kind: str, model_id: str, name: str, new_tokens: int, context: int, t
     else:
         ours = OrtBackend(export, "cpu", threads, name=name)
         tensor = torch.tensor([ids])
-        greedy = lambda: _generate_once(ours, tensor, new_tokens)  # noqa: E731
+        greedy = lambda: generate_once(ours, tensor, new_tokens)  # noqa: E731
     greedy()  # warm-up
     print("ready", file=answers, flush=True)
     for line in sys.stdin:

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from browser_util import (  # noqa: E402
+from workbench.testing.browser import (  # noqa: E402
     CHROMIUM, CHROMIUM_ARGS, new_page, open_generate_sampling, start_app, stop_app, wait_idle,
 )
 
-from workbench.generation_views import visible  # noqa: E402
-from workbench.loading import load_model  # noqa: E402
+from workbench.views.generation import visible  # noqa: E402
+from workbench.runtime.loading import load_model  # noqa: E402
 from workbench.store import Store, default_home  # noqa: E402
 
 PROMPTS = ["Once upon a time", "The capital of France is", "日本の首都は", "def fibonacci(n):",

@@ -5,29 +5,15 @@ session state lives here so pages stay short and the package stays free of Strea
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
-from workbench import loading
+from workbench.common import cpu_count
 from workbench.errors import WorkbenchError
 from workbench.store import INSTALLED, Store
-
-
-def _hand_over_to_app_menu() -> None:
-    """Streamlit treats a ``pages/`` folder beside the main script as a legacy multipage app
-    until ``st.navigation`` has run once in the process: if the very first request of a fresh
-    server names a page URL (a bookmark, a reloaded tab), Streamlit runs that page script alone,
-    with a menu of file names. Switch the legacy mode off and rerun, so ``app.py`` builds the
-    menu and runs the page."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_hand_over_to_app_menu()
 
 
 class Keys:
@@ -42,6 +28,20 @@ class Keys:
     attention_generation = "wb_attention_generation"  # (GenerationResult, GenerationAttention)
     attention_tab = "wb_attention_tab"  # the open tab of the Attention page
     latency = "wb_latency"  # (BenchResult, notes) shown on the Latency page
+    routed = "wb_routed"  # set by app.py on every run: the page runs inside the app's menu
+    wanted_page = "wb_wanted_page"  # a page asked for before app.py had run (see route_through_app)
+
+
+def route_through_app() -> None:
+    """Streamlit runs a ``pages/`` script on its own (the legacy multipage mode) when the first
+    request of a fresh server names a page URL, before ``app.py`` has called ``st.navigation``.
+    Then: remember the page, and switch to the app, which builds the menu and opens that page
+    (public API only: ``st.switch_page``; the file-name menu is off in ``.streamlit/config.toml``)."""
+    if st.session_state.get(Keys.routed):
+        return
+    main = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+    st.session_state[Keys.wanted_page] = Path(main).stem
+    st.switch_page("app.py")
 
 
 @st.cache_resource(show_spinner=False)
@@ -49,19 +49,20 @@ def get_store() -> Store:
     return Store()
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
-def get_model(model_id: str, device: str, attn_implementation: str = "sdpa") -> loading.Model:
-    """One loaded model per (id, device, attention implementation), shared by all sessions.
-    Inference is thread-safe (each call builds its own KV cache)."""
-    return loading.load_model(
-        model_id, store=get_store(), device=device, attn_implementation=attn_implementation
-    )
+def get_model(model_id: str, device: str, attn_implementation: str = "sdpa"):
+    """The loaded model from the workbench's one bounded model cache (shared by all sessions, the
+    CLI and notebooks in this process). Inference is thread-safe (each call builds its own KV cache)."""
+    from workbench.runtime import load_model
+
+    with st.spinner("Loading the model…"):
+        return load_model(model_id, store=get_store(), device=device, attn_implementation=attn_implementation)
 
 
 def forget_model(model_id: str) -> None:
     """After remove/reinstall: drop every cached copy of a model."""
-    get_model.clear()
-    loading.unload(model_id)
+    from workbench.runtime import unload
+
+    unload(model_id)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,10 @@ class Selection:
     threads: int
 
 
-def sidebar(capability: str = "generate") -> Selection:
-    """Model picker over installed models that have ``capability``, device and threads."""
+def sidebar(capability: str = "generate", devices: bool = True) -> Selection:
+    """Model picker over installed models that have ``capability``; with ``devices`` also the
+    device and CPU threads (which load torch: the Store page leaves them out)."""
+    route_through_app()
     store = get_store()
     installed = [e for e in store.list() if e.status == INSTALLED and e.card.can(capability)]
     with st.sidebar:
@@ -93,16 +96,20 @@ def sidebar(capability: str = "generate") -> Selection:
                 format_func=lambda i: store.card(i).name,
                 help="Installed models only; install more on the Store page.",
             )
-        devices = loading.available_devices()
-        if st.session_state.get(Keys.device) not in devices:
-            st.session_state[Keys.device] = devices[-1]
-        device = st.selectbox("Device", devices, key=Keys.device)
-        max_threads = loading.cpu_count()
+        max_threads = cpu_count()
+        if not devices:
+            return Selection(model_id, "cpu", int(st.session_state.get(Keys.threads, max_threads)))
+        from workbench.runtime import available_devices, set_threads
+
+        names = available_devices()
+        if st.session_state.get(Keys.device) not in names:
+            st.session_state[Keys.device] = names[-1]
+        device = st.selectbox("Device", names, key=Keys.device)
         threads = st.number_input(
             "CPU threads", min_value=1, max_value=max_threads, value=max_threads, step=1,
             key=Keys.threads, help="torch intra-op threads; recorded with every result.",
         )
-        loading.set_threads(int(threads))
+        set_threads(int(threads))
     return Selection(model_id, device, int(threads))
 
 

@@ -1,16 +1,17 @@
 """Attention page: what every head of a store model attends to — heatmaps, bertviz's head and
 model views (offline), summaries, attention while generating, and head ablation.
 
-Layout only: the numbers come from ``workbench.attention`` / ``workbench.ablation``, the figures
-from ``workbench.attention_views`` and ``workbench.bertviz_offline``."""
+Layout only: the numbers come from ``workbench.attention``, the figures from
+``workbench.views.attention`` and ``workbench.views.bertviz``."""
 import re
 
 import streamlit as st
 
 from pages._shared import Keys, get_model, show_error, sidebar
-from workbench import ablation, attention_views as views, bertviz_offline
-from workbench import attention_math
 from workbench import attention as attn
+from workbench.attention import ablation, scores
+from workbench.views import attention as views
+from workbench.views import bertviz
 from workbench.errors import WorkbenchError
 
 DEFAULT_TEXT = "The capital of France is Paris. The capital of Italy is"
@@ -119,7 +120,7 @@ st.container(key="att_summary_line").caption(
 d1, d2, _ = st.columns([1, 1, 3])
 d1.download_button("Weights (.npz)", result.npz_bytes, file_name=f"attention-{result.model}.npz",
                    mime="application/octet-stream", on_click="ignore", key="att_dl_npz")
-d2.download_button("Head view (.html)", lambda: bertviz_offline.head_view(result).html,
+d2.download_button("Head view (.html)", lambda: bertviz.head_view(result).html,
                    file_name=f"head-view-{result.model}.html", mime="text/html", on_click="ignore",
                    key="att_dl_html")
 
@@ -167,7 +168,7 @@ def teaching_note() -> None:
                          format_func=lambda i: f"{i} {result.tokens[i]}")
     try:
         with st.spinner(f"Running the model up to layer {layer}…"):
-            bd = memo("breakdown", (layer, head, query), lambda: attention_math.score_breakdown(
+            bd = memo("breakdown", (layer, head, query), lambda: scores.score_breakdown(
                 model(), int(layer), int(head), int(query), ids=result.token_ids))
     except WorkbenchError as err:
         show_error(err)
@@ -191,7 +192,7 @@ def teaching_note() -> None:
     with st.container(key="att_note_chart"):
         st.plotly_chart(memo("breakdown_fig", (layer, head, query), lambda: views.score_figure(bd)),
                         key="att_note_fig")
-    st.dataframe(attention_math.breakdown_frame(bd), hide_index=True, key="att_note_table", height=240,
+    st.dataframe(scores.breakdown_frame(bd), hide_index=True, key="att_note_table", height=240,
                  column_config={"score q·k×scale": st.column_config.NumberColumn(format="%.4f"),
                                 "weight (softmax)": st.column_config.NumberColumn(format="%.4f")})
     diff = bd.max_abs_diff(result.head(layer, head)[query])
@@ -231,10 +232,10 @@ with tab_heads:
 with tab_head_view:
     if tab_head_view.open:
         start = None
-        if T > bertviz_offline.HEAD_MAX_TOKENS:
-            start = st.slider("First token of the window", 0, T - bertviz_offline.HEAD_MAX_TOKENS,
-                              T - bertviz_offline.HEAD_MAX_TOKENS, key="att_hv_start")
-        view = memo("head_view", (start,), lambda: bertviz_offline.head_view(result, start=start))
+        if T > bertviz.HEAD_MAX_TOKENS:
+            start = st.slider("First token of the window", 0, T - bertviz.HEAD_MAX_TOKENS,
+                              T - bertviz.HEAD_MAX_TOKENS, key="att_hv_start")
+        view = memo("head_view", (start,), lambda: bertviz.head_view(result, start=start))
         if view.note:
             st.caption(view.note)
         st.caption("Hover a token to see what it attends to; double-click a colour to show one head.")
@@ -247,11 +248,11 @@ with tab_model_view:
                                    key="att_mv_layers")
         if mv_layers:
             mstart = None
-            if T > bertviz_offline.MODEL_MAX_TOKENS:
-                mstart = st.slider("First token of the window", 0, T - bertviz_offline.MODEL_MAX_TOKENS,
-                                   T - bertviz_offline.MODEL_MAX_TOKENS, key="att_mv_start")
+            if T > bertviz.MODEL_MAX_TOKENS:
+                mstart = st.slider("First token of the window", 0, T - bertviz.MODEL_MAX_TOKENS,
+                                   T - bertviz.MODEL_MAX_TOKENS, key="att_mv_start")
             mview = memo("model_view", (tuple(mv_layers), mstart),
-                         lambda: bertviz_offline.model_view(result, mv_layers, start=mstart))
+                         lambda: bertviz.model_view(result, mv_layers, start=mstart))
             if mview.note:
                 st.caption(mview.note)
             st.caption("Each thumbnail is one head; click it for the detail.")

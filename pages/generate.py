@@ -4,9 +4,9 @@ import streamlit as st
 
 from pages._shared import Keys, get_model, get_store, show_error, sidebar
 from workbench.errors import WorkbenchError
-from workbench.generation_views import alternatives_frame, probability_figure, tokens_html
-from workbench.onnx_export import cached_export
-from workbench.ort_backend import BACKEND_VARIANTS, available_backends, make_backend
+from workbench.onnx import cached_export
+from workbench.runtime.backends import BACKEND_VARIANTS, available_backends, make_backend
+from workbench.views.generation import alternatives_frame, probability_figure, tokens_html
 from workbench.store import INSTALLED
 
 sel = sidebar("generate")

@@ -1,18 +1,20 @@
 """Latency page: export a store model to ONNX (once, cached), check ONNX Runtime against torch,
 and time both the way benchmark tools do; charts and reports to download.
 
-Layout only: exporting is ``workbench.onnx_export``, backends ``workbench.ort_backend``, timing
-``workbench.bench``, parity ``workbench.parity``, figures ``workbench.latency_plots``."""
+Layout only: exporting is ``workbench.onnx``, backends ``workbench.runtime.backends``, timing
+and parity ``workbench.latency``, figures ``workbench.views.latency``."""
 import json
 
 import streamlit as st
 
 from pages._shared import Keys, get_model, get_store, show_error, sidebar
-from workbench import latency_plots as plots
-from workbench.bench import BenchConfig, record_speeds, run_benchmark
 from workbench.errors import WorkbenchError
-from workbench.onnx_export import cached_export, estimated_seconds
-from workbench.ort_backend import BACKEND_VARIANTS, TORCH, available_backends, make_backend
+from workbench.latency.harness import run_benchmark
+from workbench.latency.results import BenchConfig
+from workbench.latency.speeds import record_speeds
+from workbench.onnx import cached_export, estimated_seconds
+from workbench.runtime.backends import BACKEND_VARIANTS, TORCH, available_backends, make_backend
+from workbench.views import latency as plots
 
 LENGTHS = (16, 32, 64, 128, 256, 512)
 EFFORT = {  # name -> (min repeats, min seconds per measurement)

@@ -2,12 +2,12 @@
 import streamlit as st
 
 from pages._shared import forget_model, get_store, show_error, sidebar
-from workbench.bench import measured_speeds
+from workbench.common import human_bytes, human_count
 from workbench.errors import WorkbenchError
+from workbench.latency.speeds import measured_speeds
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
-from workbench.units import human_bytes, human_count
 
-sidebar("generate")
+sidebar("generate", devices=False)
 store = get_store()
 st.title("Model store")
 st.caption(

@@ -8,13 +8,11 @@ non-loopback request is blocked and reported.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle  # noqa: E402
+from workbench.testing.browser import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app, wait_idle  # noqa: E402
 
 from workbench.store import default_home  # noqa: E402
 

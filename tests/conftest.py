@@ -3,15 +3,13 @@ the Hugging Face hub switched off, so no test touches the user's store or the ne
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import tiny_models  # noqa: E402
-from helpers import ROOT, make_tiny_store  # noqa: E402,F401
+from workbench.testing import tiny_models
+from workbench.testing import ROOT  # noqa: F401
+from workbench.testing.stores import make_tiny_store  # noqa: F401
 
 TINY_KINDS = ("gpt2", "llama", "gemma3")
 
@@ -42,7 +40,7 @@ def long_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_store(isolated_home, tiny_model_dirs):
     """A fresh store with the tiny models installed (see ``make_tiny_store``)."""
-    from workbench import loading
+    from workbench.runtime import loading
 
     yield make_tiny_store(isolated_home, tiny_model_dirs)
     loading.unload()

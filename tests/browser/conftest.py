@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_util import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app
-from helpers import make_tiny_store
+from workbench.testing.browser import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app
+from workbench.testing.stores import make_tiny_store
 
 
 @pytest.fixture(scope="session")

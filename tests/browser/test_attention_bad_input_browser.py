@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from browser_util import new_page, shot, start_app, stop_app, wait_idle
-from helpers import make_tiny_store
+from workbench.testing.browser import new_page, shot, start_app, stop_app, wait_idle
+from workbench.testing.stores import make_tiny_store
 
 CJK = "日本語のテキスト。 Emoji 🙂 and 🎉 too"
 PAYLOAD = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"

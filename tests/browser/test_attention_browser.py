@@ -4,7 +4,7 @@ Proves what AppTest cannot: bertviz's views draw with only the inlined JavaScrip
 token labels appear inside the iframe, plotly heatmaps draw, and token text runs no script."""
 import time
 
-from browser_util import shot, wait_idle
+from workbench.testing.browser import shot, wait_idle
 
 PAYLOAD = "</script><script>alert(1)</script><script>document.documentElement.dataset.pwned='1'</script>"
 

@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 
-from browser_util import new_page, shot, wait_idle
+from workbench.testing.browser import new_page, shot, wait_idle
 from workbench import attention as attn
-from workbench.loading import load_model
+from workbench.runtime.loading import load_model
 from workbench.store import Store
 
 TEXT = "The capital of France is Paris. 日本語 🙂 and <b>tags</b>"

@@ -1,9 +1,9 @@
 """A fresh server whose first request is a page URL (a bookmark) still shows the app's menu."""
-from browser_util import start_app, stop_app, wait_idle
+from workbench.testing.browser import start_app, stop_app, wait_idle
 
 
 def test_bookmarked_page_on_a_fresh_server_gets_the_app_menu(browser_home, browser):
-    from browser_util import new_page
+    from workbench.testing.browser import new_page
 
     proc, url = start_app(browser_home)
     try:

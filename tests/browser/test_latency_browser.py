@@ -4,7 +4,7 @@ Proves what AppTest cannot: the export progress and the plotly charts draw in a 
 with no CDN, and the HTML report downloads as a standalone file."""
 import shutil
 
-from browser_util import shot, wait_idle
+from workbench.testing.browser import shot, wait_idle
 
 
 def test_export_check_and_time_draws_charts_offline(app_url, page, browser_home):

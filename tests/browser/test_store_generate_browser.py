@@ -1,5 +1,5 @@
 """Store and Generate in headless Chromium against `streamlit run app.py`, network blocked."""
-from browser_util import shot, wait_idle
+from workbench.testing.browser import shot, wait_idle
 
 
 def test_generate_streams_and_colours_tokens(app_url, page):

@@ -1,9 +1,9 @@
 """Four browser sessions generating at once on the same cached model: each gets exactly the
 output it would get alone, and the server keeps running."""
-from browser_util import new_page, open_generate_sampling, wait_idle
+from workbench.testing.browser import new_page, open_generate_sampling, wait_idle
 
-from workbench.generation_views import visible
-from workbench.loading import load_model
+from workbench.views.generation import visible
+from workbench.runtime.loading import load_model
 from workbench.store import Store
 
 PROMPTS = ["Once upon a time", "The capital of France is", "日本語 🙂 and", "Attention is"]

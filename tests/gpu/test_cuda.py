@@ -4,12 +4,14 @@ GPU clocks and memory. Skipped where there is no GPU (CI has none); run them on 
 import pytest
 import torch
 
-from onnx_cache import seed_export
-from workbench.bench import BenchConfig, run_benchmark
-from workbench.generation import generate
-from workbench.loading import available_devices, load_model
-from workbench.ort_backend import OrtBackend, cuda_provider_available, make_backend
-from workbench.parity import check_parity
+from workbench.testing.exports import seed_export
+from workbench.latency.harness import BenchConfig, run_benchmark
+from workbench.runtime.generation import generate
+from workbench.runtime.devices import available_devices
+from workbench.runtime.loading import load_model
+from workbench.runtime.backends import make_backend
+from workbench.runtime.backends.ort import OrtBackend, cuda_provider_available
+from workbench.latency.parity import check_parity
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,7 +1,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import ROOT
+from workbench.testing import ROOT
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from workbench import attention as attn
-from workbench.attention_views import plotly_text
+from workbench.views.attention import plotly_text
 
 CJK = "日本語のテキスト。 Emoji 🙂 and 🎉 <b>tags</b> too"
 PAYLOAD = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"

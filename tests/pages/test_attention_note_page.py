@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from workbench.attention_math import softmax
+from workbench.attention.scores import softmax
 
 
 @pytest.fixture

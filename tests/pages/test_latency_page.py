@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from onnx_cache import seed_export
+from workbench.testing.exports import seed_export
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def specs(at):
 
 
 def test_one_button_exports_checks_and_times(page, tiny_store):
-    from workbench.bench import measured_speeds
-    from workbench.onnx_export import cached_export
+    from workbench.latency.speeds import measured_speeds
+    from workbench.onnx.cache import cached_export
 
     configure(page)
     assert any("First run exports onnxruntime" in c.value for c in page.caption)

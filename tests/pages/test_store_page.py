@@ -1,5 +1,4 @@
 """Store page through streamlit.testing."""
-import shutil
 
 
 def test_lists_every_card_with_status(open_page):

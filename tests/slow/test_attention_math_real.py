@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from workbench import attention as attn
-from workbench.attention_math import score_breakdown
-from workbench.loading import load_model
+from workbench.attention.scores import score_breakdown
+from workbench.runtime.loading import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import ablation, attention as attn, bertviz_offline
-from workbench.loading import load_model
+from workbench import attention as attn
+from workbench.attention import ablation
+from workbench.views import bertviz as bertviz_offline
+from workbench.runtime.loading import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """The real default model, installed from its real source (PyPI wheel -> GGUF -> fp32)."""
 import pytest
 
-from workbench.loading import load_model
+from workbench.runtime.loading import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_seed_one_liner(real_store, monkeypatch):
 
 def test_local_gguf_file_becomes_a_custom_model(real_store, tmp_path):
     """The default model's GGUF, fetched from its wheel, added as the user's own GGUF file."""
-    from workbench.fetch import fetch_pypi
+    from workbench.store.sources import fetch_pypi
 
     source = real_store.card("smollm2-135m-instruct").sources[0]
     gguf = fetch_pypi(source, tmp_path)

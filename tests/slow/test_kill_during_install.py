@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import ROOT
+from workbench.testing import ROOT
 from workbench.store import AVAILABLE, Store
 
 pytestmark = pytest.mark.slow

@@ -3,11 +3,11 @@ first export takes ~2-4 min and 0.5 GB; it is cached in the store, so with ``WOR
 set CI exports once)."""
 import pytest
 
-from workbench.generation import generate
-from workbench.loading import load_model
-from workbench.onnx_export import cached_export, export_model
-from workbench.ort_backend import make_backend
-from workbench.parity import check_parity
+from workbench.runtime.generation import generate
+from workbench.runtime.loading import load_model
+from workbench.onnx.cache import cached_export, export_model
+from workbench.runtime.backends import make_backend
+from workbench.latency.parity import check_parity
 
 MODEL = "smollm2-135m-instruct"
 pytestmark = pytest.mark.slow

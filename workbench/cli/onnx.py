@@ -1,0 +1,120 @@
+"""``workbench export`` and ``workbench bench``: the ONNX Runtime lab on the command line.
+
+``workbench export ID [--variant fp32|fused|int8]`` prints the folder of the (cached) export.
+``workbench bench ID --backends torch,onnxruntime[,onnxruntime-fused,onnxruntime-int8] [--device cpu|cuda]
+[--prompt-lengths 16,128,512] [--new-tokens 64] [--json FILE]`` prints a table and writes the
+JSON of ``workbench.latency.results.BenchResult.to_json()`` (``-`` for stdout).
+"""
+from __future__ import annotations
+
+import sys
+
+from ..errors import InvalidInputError
+from ..onnx.spec import VARIANTS
+from ..runtime.backends import ALL_BACKENDS
+from ..store import Store
+from .terminal import TerminalProgress, write_json
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidInputError(f"'{text}' is not a comma-separated list of whole numbers, e.g. 16,128,512.") from None
+    if not values:
+        raise InvalidInputError("Give at least one prompt length.")
+    return values
+
+
+def _backends(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in ALL_BACKENDS]
+    if unknown or not names:
+        raise InvalidInputError(f"Unknown backends {unknown or text!r}: choose from {', '.join(ALL_BACKENDS)}.")
+    return list(dict.fromkeys(names))
+
+
+def cmd_export(args) -> int:
+    from ..onnx import export_model
+
+    export = export_model(Store(), args.id, args.variant, progress=TerminalProgress(), force=args.force,
+                          threads=args.threads)
+    print(export.directory)
+    return 0
+
+
+def format_table(result) -> str:
+    """The people-readable table of a ``BenchResult`` (the numbers live in the result)."""
+    lines = [f"{result.model}: {result.env['cpu']}, {result.env['cores']} cores, load {result.env['load_average']}"]
+    lengths = list(result.config.prompt_lengths)
+    head = f"{'backend':<18} {'device':<6} " + " ".join(f"{'prefill ' + str(n):>12}" for n in lengths)
+    gpu = any(r.gpu_peak_mb for r in result.results)
+    head += f" {'decode p50':>11} {'p90':>7} {'ttft':>8} {'tok/s':>7} {'speedup':>8} {'RSS MB':>7}"
+    head += f" {'GPU MB':>7}  parity" if gpu else "  parity"
+    lines.append(head)
+    summary = result.summary().set_index("backend")
+    for r in result.results:
+        s = summary.loc[r.backend]
+        cells = " ".join(f"{r.prefill[n].p50:>9.1f} ms" for n in lengths)
+        lines.append(
+            f"{r.backend:<18} {r.device:<6} {cells} {r.decode.p50:>8.2f} ms {r.decode.p90:>7.2f} "
+            f"{r.ttft.p50:>8.1f} {r.tokens_per_s:>7.1f} {s['speedup']:>7.2f}x {r.peak_rss_mb:>7.0f}"
+            + (f" {r.gpu_peak_mb or 0:>7.0f}" if gpu else "") + f"  {s['parity']} {s['greedy_match']}"
+        )
+    for name, p in result.parity.items():
+        lines.append(f"  {name}: {p.verdict}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args) -> int:
+    from ..latency.harness import run_benchmark
+    from ..latency.results import BenchConfig
+    from ..latency.speeds import record_speeds
+    from ..runtime.backends import make_backend
+    from ..runtime.devices import set_threads
+    from ..runtime.loading import load_model
+
+    store = Store()
+    names = _backends(args.backends)
+    lengths = _ints(args.prompt_lengths)
+    threads = set_threads(args.threads)
+    model = load_model(args.id, store=store, device=args.device, threads=threads)
+    progress = TerminalProgress()
+    backends = {}
+    for name in names:
+        backends[name] = make_backend(model, name, progress=progress, device=model.device, threads=threads, store=store)
+        note = getattr(backends[name], "note", "")
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    config = BenchConfig(
+        prompt_lengths=lengths, new_tokens=args.new_tokens, decode_prompt_length=args.decode_context or min(128, max(lengths)),
+        min_repeats=args.repeats, min_time_s=args.min_time, warmup=args.warmup, device=model.device, threads=threads,
+    )
+    result = run_benchmark(model, backends, config, progress=progress)
+    record_speeds(store, result)
+    print(format_table(result))
+    write_json(args.json, result.to_json())
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a store model to ONNX (KV cache); prints its folder")
+    p.add_argument("id")
+    p.add_argument("--variant", choices=VARIANTS, default="fp32")
+    p.add_argument("--force", action="store_true", help="export again even if a good export is cached")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("bench", help="time torch and ONNX Runtime on a store model")
+    p.add_argument("id")
+    p.add_argument("--backends", default="torch,onnxruntime", help=f"comma-separated: {', '.join(ALL_BACKENDS)}")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--prompt-lengths", default="16,128,512")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--decode-context", type=int, help="prompt length of the decode runs (default min(128, longest))")
+    p.add_argument("--repeats", type=int, default=3, help="minimum timed runs per measurement")
+    p.add_argument("--min-time", type=float, default=2.0, help="minimum seconds per measurement")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: all cores)")
+    p.add_argument("--json", help="write the results as JSON to FILE ('-' for stdout)")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,109 @@
+"""Small helpers every part of the workbench may use. A leaf: imports nothing of the package and
+no heavy library (no torch, numpy or onnxruntime), so the store and the views stay light.
+
+- ``Progress`` / ``quiet``: the ``progress(fraction, message)`` callback long work reports through.
+- ``cpu_count()``: the CPUs this process may run on (its affinity, not the machine's total).
+- ``library_versions(names)``: installed versions, "missing" for absent ones.
+- ``file_lock(path)``: an exclusive lock across processes (``fcntl.flock``).
+- ``atomic_write_text(path, text)``: temp file in the same folder, then one rename.
+- ``human_bytes`` / ``human_count``: numbers for people, at the edge (CLI, pages).
+- ``text_config(config)``: the language model's part of a transformers config.
+- ``lazy_exports(package, names)``: a module ``__getattr__`` that imports a name on first use.
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib
+import importlib.metadata as md
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+Progress = Callable[[float, str], None]
+
+
+def quiet(fraction: float, message: str) -> None:
+    """A ``Progress`` that reports nothing."""
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (``sched_getaffinity``), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def library_versions(names: Iterable[str], missing: str | None = "missing") -> dict[str, str]:
+    """``{name: version}`` of installed distributions; absent ones get ``missing`` (or are left
+    out when ``missing`` is None)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            if missing is not None:
+                versions[name] = missing
+    return versions
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in decimal (SI) units: 0 B, 999 B, 1.5 KB, 541.6 MB, 1.1 GB, 2.0 TB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_count(n: int) -> str:
+    """Parameter counts: 82M, 135M, 141K."""
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
+def text_config(config):
+    """The language model's config: a multimodal config keeps it in ``text_config``."""
+    if hasattr(config, "get_text_config"):
+        return config.get_text_config(decoder=True)
+    return getattr(config, "text_config", None) or config
+
+
+def lazy_exports(package: str, names: dict[str, str]):
+    """A module-level ``__getattr__`` for ``package`` that imports ``names[name]`` (a submodule,
+    relative to ``package``) the first time ``name`` is read, so importing the package stays cheap."""
+
+    def __getattr__(name: str):
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(names[name], package), name)
+
+    return __getattr__

