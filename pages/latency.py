@@ -143,6 +143,8 @@ st.dataframe(
         "weights_gb_per_s": st.column_config.NumberColumn("weights GB/s", format="%.2f"),
         "peak_rss_mb": st.column_config.NumberColumn("peak RSS (MB)", format="%.0f"),
         "max_abs_diff": st.column_config.NumberColumn("max |Δlogits|", format="%.2e"),
+        "tolerance": st.column_config.NumberColumn("tolerance", format="%.2e",
+                                                   help="8× this machine's fp32 noise floor, measured in this run"),
     },
 )
 with st.container(key="latency_charts"):
@@ -161,7 +163,7 @@ prompt length (the curve above), and it is mostly arithmetic, so more cores help
 **Decode** then produces one token per pass. Each pass reads every weight of the model once but
 does little arithmetic per weight, so on a CPU it waits on memory: the "weights GB/s" column is
 the model's size divided by the decode time, to compare with what this machine's memory can
-deliver (about 22 GB/s on the 2-core machine this was built on).
+deliver (machines differ: 22 GB/s on one 2-core machine of this project, 65 GB/s on another).
 **The KV cache** is why decode is cheap: the keys and values of every earlier token are kept
 from the passes that made them, so a new token computes only its own and attends to the stored
 ones, instead of re-running the whole text each step. The exported ONNX graph takes the cache in
@@ -169,8 +171,11 @@ and hands the updated cache out, so ONNX Runtime decodes the same way.
 
 **Parity** asks whether ONNX Runtime computes the same function as torch: the largest absolute
 difference between their logits (on the prompt and after cached decode steps) and how many
-greedy tokens agree. fp32 graphs differ only by the order of floating-point sums (about 1e-5);
-the bar is ≤ 1e-4 and every token equal.
+greedy tokens agree. fp32 graphs differ only by the order of floating-point sums, and how far
+that reaches depends on the model and the machine, so the bar is measured in the same run: torch
+against itself computed another way (one pass without the KV cache, on one thread) gives this
+machine's **fp32 noise floor**; an fp32 graph passes with max |Δlogits| ≤ 8× that floor and every
+greedy token equal (the verdicts above state both numbers).
 **Fused ops**: the fused graph computes the same function with fewer, larger kernels: each
 layer's rotary embedding, residual-add + RMS norm, and q/k/v projections (one matrix product
 instead of three) become single ONNX Runtime ops, so less time goes to launching small ops and
@@ -185,6 +190,7 @@ drift next to its speed, never alone.
             + "".join(
                 f"; {r.backend} at {r.decode_p50_ms:.1f} ms/token ({r.weights_gb_per_s:.1f} GB/s), "
                 f"max |Δlogits| {r.max_abs_diff:.1e}"
+                + (f" (tolerance {r.tolerance:.1e})" if r.tolerance == r.tolerance else "")
                 for r in rows.values() if r.backend != TORCH
             )
             + "."

@@ -19,10 +19,10 @@ The names below are imported on first use, so ``import workbench`` stays cheap.
 """
 from __future__ import annotations
 
-from . import _compat
+from . import deprecated
 from .common import lazy_exports
 
-_compat.install()
+deprecated.install()
 
 _NAMES = {
     **dict.fromkeys(("Store", "ModelCard", "StoreEntry"), ".store"),

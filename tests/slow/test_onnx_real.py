@@ -33,7 +33,7 @@ def test_fp32_parity_and_64_greedy_tokens_identical(smollm2):
     report = check_parity(model, backend, steps=64)
     assert report.greedy_total == 64
     assert report.greedy_match == 64 and report.first_mismatch is None, report.verdict
-    assert report.max_abs_diff <= 1e-4, report.verdict
+    assert report.max_abs_diff <= report.tolerance, report.verdict
     assert report.passed
 
 
@@ -52,4 +52,6 @@ def test_fused_graph_keeps_fp32_parity_on_the_real_model(smollm2, real_store):
     export = backend.export
     assert export.variant == "fused" and export.num_layers == fp32.num_layers
     report = check_parity(model, backend, steps=64)
-    assert report.greedy_match == 64 and report.max_abs_diff <= 1e-4, report.verdict
+    assert report.greedy_match == 64 and report.max_abs_diff <= report.tolerance, report.verdict
+    # the bar comes from this machine's fp32 noise floor, and is more than float rounding
+    assert 0 < report.noise_floor and report.tolerance == max(8 * report.noise_floor, 64 * 2**-23 * report.logit_scale)

@@ -110,7 +110,9 @@ class BenchResult:
                 name: {"max_abs_diff": p.max_abs_diff, "greedy_match": p.greedy_match,
                        "greedy_total": p.greedy_total, "passed": p.passed, "verdict": p.verdict,
                        "prompt_max_abs_diff": p.prompt_max_abs_diff,
-                       "decode_max_abs_diff": p.decode_max_abs_diff}
+                       "decode_max_abs_diff": p.decode_max_abs_diff,
+                       "tolerance": p.tolerance if p.threshold.judge_logits else None,
+                       "noise_floor": p.noise_floor, "logit_scale": p.logit_scale}
                 for name, p in self.parity.items()
             },
             "results": [r.to_json() for r in self.results],
@@ -153,6 +155,7 @@ class BenchResult:
                 "parity": ("reference" if r.backend == baseline else
                            ("pass" if p and p.passed else "fail" if p else "not checked")),
                 "max_abs_diff": p.max_abs_diff if p else (0.0 if r.backend == baseline else math.nan),
+                "tolerance": p.tolerance if p and p.threshold.judge_logits else math.nan,
                 "greedy_match": f"{p.greedy_match}/{p.greedy_total}" if p else "",
             })
         return pd.DataFrame(rows)

@@ -147,7 +147,22 @@ def test_parity_fails_on_a_small_logit_error(tiny_store):
     report = check_parity(model, _Nudged(TorchBackend(model), 5e-4, at_step=3), steps=8)
     assert report.prompt_max_abs_diff == 0.0
     assert report.decode_max_abs_diff == pytest.approx(5e-4, rel=1e-2)
+    assert report.tolerance < 5e-4 and report.noise_floor < report.tolerance
     assert not report.passed and report.verdict.startswith("FAIL")
+
+
+def test_tolerance_follows_the_measured_floor_and_never_falls_below_rounding(tiny_store):
+    from workbench.latency.parity import tolerance_for
+
+    model = load_model("tiny-llama", store=tiny_store, device="cpu")
+    report = check_parity(model, TorchBackend(model), steps=6)
+    assert report.max_abs_diff == 0.0 and report.passed  # torch against torch, same kernels
+    assert report.tolerance == tolerance_for(report.noise_floor, report.logit_scale)
+    assert tolerance_for(1e-5, 2.0) == 8e-5  # 8x the floor ...
+    assert tolerance_for(0.0, 20.0) == pytest.approx(64 * 2**-23 * 20)  # ... or 64 float32 steps
+    data = report.to_json()
+    assert {"tolerance", "noise_floor", "logit_scale"} <= set(data)
+    assert data["threshold"]["tolerance_factor"] == 8.0
 
 
 def test_parity_counts_diverging_tokens(tiny_store):

@@ -1,0 +1,22 @@
+"""Packaging hook: the model cards in models/ (their source) ship inside the wheel as
+workbench/store/cards/, so `pip install .` gives a complete store catalog. Everything else is in
+pyproject.toml."""
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithCards(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads models/ in place
+        target = Path(self.build_lib) / "workbench" / "store" / "cards"
+        target.mkdir(parents=True, exist_ok=True)
+        for card in sorted(Path(__file__).resolve().parent.joinpath("models").glob("*.toml")):
+            shutil.copy2(card, target / card.name)
+
+
+setup(cmdclass={"build_py": BuildPyWithCards})
