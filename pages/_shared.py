@@ -5,9 +5,8 @@ session state lives here so pages stay short and the package stays free of Strea
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
+from urllib.parse import urlparse
 
 import streamlit as st
 
@@ -39,8 +38,8 @@ def route_through_app() -> None:
     (public API only: ``st.switch_page``; the file-name menu is off in ``.streamlit/config.toml``)."""
     if st.session_state.get(Keys.routed):
         return
-    main = getattr(sys.modules.get("__main__"), "__file__", "") or ""
-    st.session_state[Keys.wanted_page] = Path(main).stem
+    path = urlparse(st.context.url or "").path.rstrip("/")
+    st.session_state[Keys.wanted_page] = path.rpartition("/")[2]
     st.switch_page("app.py")
 
 

@@ -28,7 +28,7 @@ def test_attention_while_another_session_benchmarks(app_url, browser, browser_ho
     try:
         bench.goto(app_url)
         wait_idle(bench)
-        bench.locator('[data-testid="stSidebarNav"]').get_by_text("Latency").click()
+        bench.locator('.st-key-wb_menu').get_by_text("Latency").click()
         wait_idle(bench)
         look.goto(app_url + "/attention")
         wait_idle(look)

@@ -13,7 +13,7 @@ def test_export_check_and_time_draws_charts_offline(app_url, page, browser_home)
     (browser_home / "exports").mkdir()
     page.goto(app_url)  # as a user does: open the app, pick the page in the menu
     wait_idle(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Latency").click()
+    page.locator('.st-key-wb_menu').get_by_text("Latency").click()
     wait_idle(page)
     page.get_by_role("heading", name="Latency").wait_for()
     settings = page.locator(".st-key-latency_settings")
@@ -44,7 +44,7 @@ def test_export_check_and_time_draws_charts_offline(app_url, page, browser_home)
     assert not settings.get_by_text("First run exports").is_visible()  # cached now
     shot(page.locator('[data-testid="stMain"]'), "latency-page")
     shot(page, "latency-window")
-    assert "Generate" in page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Generate" in page.locator('.st-key-wb_menu').inner_text()
     shot(page.locator(".st-key-latency_charts"), "latency-charts")
     shot(parity, "latency-parity")
 

@@ -100,7 +100,7 @@ def test_not_enough_memory_computes_the_layers_that_fit(at, monkeypatch):
     ok(at.text_area(key="att_text").set_value(text).run())
     n = int(next(c.value for c in at.caption if "peak" in c.value).split(" tokens")[0])
     one_layer = 4 * n * n * 4  # heads x T x T float32
-    monkeypatch.setattr(attn, "available_memory", lambda: int(2 * (5 * one_layer)))  # budget fits ~1 layer
+    monkeypatch.setattr("workbench.attention.budget.available_memory", lambda: int(2 * (5 * one_layer)))  # budget fits ~1 layer
     ok(at.text_area(key="att_text").set_value(text).run())
     assert any("do not fit in memory" in w.value for w in at.warning)
     assert at.multiselect(key="att_keep_layers").value == [0]
@@ -109,7 +109,7 @@ def test_not_enough_memory_computes_the_layers_that_fit(at, monkeypatch):
     assert result.layers == (0,) and result.weights.shape[0] == 1
     assert len(specs(at)) == 2  # the views still draw, from the one layer
 
-    monkeypatch.setattr(attn, "available_memory", lambda: one_layer)  # not even one layer
+    monkeypatch.setattr("workbench.attention.budget.available_memory", lambda: one_layer)  # not even one layer
     ok(at.run())
     assert any("Even one layer" in e.value and "shorten it to about" in e.value for e in at.error)
     assert at.button(key="att_go").disabled

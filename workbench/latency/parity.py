@@ -41,7 +41,7 @@ from ..runtime.backends.torch_eager import TorchBackend
 from ..runtime.sampling import argmax
 
 DEFAULT_PROMPT = "The capital of France is Paris. The quick brown fox jumps over the lazy dog, and"
-TOLERANCE_FACTOR = 8.0  # a graph's drift over the floor: measured 1.6-2.8x on SmolLM2 (README)
+TOLERANCE_FACTOR = 8.0  # a graph's drift over the floor: 1.2-1.4x measured on SmolLM2 (README)
 MIN_ULPS = 64  # the bar never falls below 64 float32 steps of the largest logit
 EPS32 = float(np.finfo(np.float32).eps)
 
