@@ -49,15 +49,20 @@ def choose(logits: torch.Tensor, seen: torch.Tensor, config, gen) -> int:
         scores[seen] = picked
     if not config.do_sample:
         return argmax(scores)
-    scores = scores / config.temperature
-    if config.top_k and config.top_k < scores.numel():
-        kth = torch.topk(scores, config.top_k).values[-1]
+    return sample(scores, config.temperature, config.top_k, config.top_p, gen)
+
+
+def sample(scores: torch.Tensor, temperature: float, top_k: int, top_p: float, gen) -> int:
+    """One draw from ``gen`` (a ``torch.Generator``) after temperature, top-k (0: off) and top-p
+    (the smallest set of tokens whose probability reaches ``top_p``; 1.0: off) on ``scores`` (V,)."""
+    scores = scores / temperature
+    if top_k and top_k < scores.numel():
+        kth = torch.topk(scores, top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
-    if config.top_p < 1.0:
+    if top_p < 1.0:
         sorted_scores, order = torch.sort(scores, descending=True)
-        cum = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
-        drop = cum - torch.softmax(sorted_scores, dim=-1) >= config.top_p  # keep the first over p
+        probs = torch.softmax(sorted_scores, dim=-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # keep the first token that crosses p
         scores = scores.clone()
         scores[order[drop]] = float("-inf")
-    probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs.cpu(), 1, generator=gen))
+    return int(torch.multinomial(torch.softmax(scores, dim=-1).cpu(), 1, generator=gen))

@@ -1,0 +1,234 @@
+"""Run the API server: in a thread of this process (tests, benchmarks, notebooks), in the
+foreground (``workbench serve``), or as a background process the API page starts and stops.
+
+A foreground server writes ``<store root>/serve/server.json`` (pid, host, port, models) while it
+runs and removes it on exit, so any process (a reloaded page) can find it, check it by pid and
+``/health``, and stop it. The default host is 127.0.0.1; any other host prints a loud warning.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import uvicorn
+
+from ..errors import WorkbenchError
+from .app import create_app
+from .keys import KeyStore
+from .metrics import ServeMetrics
+from .registry import ModelRegistry
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str) -> str | None:
+    if is_loopback(host):
+        return None
+    return (
+        f"WARNING: binding {host}: the API is reachable from other machines on the network. Every "
+        "request still needs an API key, traffic is plain HTTP (keys and prompts readable on the "
+        "wire): put a TLS proxy in front, or bind 127.0.0.1."
+    )
+
+
+def build_app(store, models: list[str] | None = None, backend: str = "torch", device: str = "cpu",
+              max_batch: int = 8, max_waiting: int = 32, cors_origins=(), max_body_bytes: int | None = None):
+    """The app and its registry for ``store`` (the caller closes the registry)."""
+    metrics = ServeMetrics()
+    registry = ModelRegistry(store, models, backend=backend, device=device, max_batch=max_batch,
+                             max_waiting=max_waiting, metrics=metrics)
+    extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
+    app = create_app(registry, KeyStore(store.home), metrics, cors_origins=cors_origins, **extra)
+    return app, registry
+
+
+class ServerThread:
+    """uvicorn in a daemon thread: ``with ServerThread(app) as s: requests.get(s.url + ...)``."""
+
+    def __init__(self, app, host: str = LOOPBACK, port: int = 0):
+        self.host, self.port = host, port or free_port(host)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                                lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise WorkbenchError(f"The server did not start on {self.url}; is the port taken?")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- the foreground server and its state file -----------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerState:
+    pid: int
+    host: str
+    port: int
+    models: list[str]
+    backend: str
+    started: float
+    log: str = ""
+
+    @property
+    def url(self) -> str:
+        host = LOOPBACK if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def state_path(home: str | Path) -> Path:
+    return Path(home) / "serve" / "server.json"
+
+
+def serve_forever(store, models: list[str] | None, backend: str = "torch", host: str = LOOPBACK,
+                  port: int = 8000, cors_origins=(), device: str = "cpu", max_batch: int = 8,
+                  max_waiting: int = 32, say=print) -> None:
+    """Load the models, write the state file, serve until SIGINT/SIGTERM, then clean up."""
+    app, registry = build_app(store, models, backend, device, max_batch, max_waiting, cors_origins)
+    try:
+        registry.preload()
+        warning = exposure_warning(host)
+        if warning:
+            say("\n" + "!" * 100 + "\n" + warning + "\n" + "!" * 100 + "\n")
+        if not KeyStore(store.home).list():
+            say("No API keys yet: every request will get 401. Create one with `workbench keys create NAME`.")
+        say(f"Serving {', '.join(registry.ids()) or 'no models'} ({backend}) on http://{host}:{port} "
+            f"(CORS {'for ' + ', '.join(cors_origins) if cors_origins else 'off'}).")
+        path = state_path(store.home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = ServerState(os.getpid(), host, port, registry.ids(), backend, time.time(),
+                            str(path.parent / "server.log"))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        os.replace(tmp, path)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off")
+        finally:
+            current = read_state(store.home, check_alive=False)
+            if current and current.pid == os.getpid():
+                path.unlink(missing_ok=True)
+    finally:
+        registry.close()
+
+
+def read_state(home: str | Path, check_alive: bool = True) -> ServerState | None:
+    """The running server of this store root, or None (a stale file of a dead process is removed)."""
+    path = state_path(home)
+    try:
+        state = ServerState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if check_alive and not _is_our_server(state.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def _is_our_server(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (ProcessLookupError, PermissionError, FileNotFoundError):
+        return False
+    return b"serve" in cmdline and any(b"workbench" in part for part in cmdline)
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_background(home: str | Path, models: list[str] | None = None, backend: str = "torch",
+                     port: int | None = None, timeout: float = 180.0) -> ServerState:
+    """Start ``workbench serve`` on 127.0.0.1 as a process of its own and wait until it answers.
+    If this store root's server already runs, return it."""
+    running = read_state(home)
+    if running:
+        return running
+    port = port or free_port()
+    log = state_path(home).parent / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "workbench", "serve", "--host", LOOPBACK, "--port", str(port), "--backend", backend]
+    for m in models or []:
+        cmd += ["--model", m]
+    env = dict(os.environ, WORKBENCH_HOME=str(home), PYTHONUNBUFFERED="1")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise WorkbenchError("The server stopped while starting: " + " | ".join(tail))
+        state = read_state(home)
+        if state and state.pid == proc.pid and healthy(state.url, 1.0):
+            return state
+        time.sleep(0.3)
+    proc.terminate()
+    raise WorkbenchError(f"The server did not answer within {timeout:.0f} s; see {log}.")
+
+
+def stop_background(home: str | Path, timeout: float = 20.0) -> bool:
+    """Stop this store root's server (SIGTERM, then SIGKILL); False when none ran."""
+    state = read_state(home)
+    if state is None:
+        return False
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _is_our_server(state.pid):
+        time.sleep(0.2)
+    if _is_our_server(state.pid):
+        os.kill(state.pid, signal.SIGKILL)
+    try:
+        os.waitpid(state.pid, os.WNOHANG)  # reap it when this process started it
+    except ChildProcessError:
+        pass
+    state_path(home).unlink(missing_ok=True)
+    return True
