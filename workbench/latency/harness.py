@@ -33,7 +33,7 @@ import torch
 from ..common import Progress, quiet
 from ..errors import InvalidInputError
 from ..runtime.backends import backend_settings
-from ..runtime.sampling import argmax
+from ..runtime.generation import greedy
 from .environment import environment
 from .parity import ParityReport, check_parity
 from .results import BackendResult, BenchConfig, BenchResult
@@ -124,17 +124,13 @@ def prefill_once(backend, ids: torch.Tensor) -> float:
 def generate_once(backend, ids: torch.Tensor, new_tokens: int):
     """Greedy ``new_tokens`` tokens; returns (ttft ms, [per-step ms], e2e ms, tokens)."""
     clock = _Clock(backend)
-    mark = clock.start()
-    logits, state = backend.prefill(ids)
-    tokens = [argmax(logits)]
-    ttft = clock.ms_since(mark)
-    steps = []
-    for _ in range(new_tokens - 1):
-        step_mark = clock.start()
-        logits, state = backend.step(tokens[-1], state)
-        tokens.append(argmax(logits))
+    mark = step_mark = clock.start()
+    tokens, steps = [], []
+    for token, _ in greedy(backend, ids, new_tokens):  # the clock runs while the generator steps
         steps.append(clock.ms_since(step_mark))
-    return ttft, steps, clock.ms_since(mark), tokens
+        tokens.append(token)
+        step_mark = clock.start()
+    return steps[0], steps[1:], clock.ms_since(mark), tokens
 
 
 def _weight_bytes(backend, model) -> int:

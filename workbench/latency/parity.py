@@ -38,7 +38,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..runtime.backends.torch_eager import TorchBackend
-from ..runtime.sampling import argmax
+from ..runtime.generation import greedy
 
 DEFAULT_PROMPT = "The capital of France is Paris. The quick brown fox jumps over the lazy dog, and"
 TOLERANCE_FACTOR = 8.0  # a graph's drift over the floor: 1.2-1.4x measured on SmolLM2 (README)
@@ -126,14 +126,10 @@ class ParityReport:
 
 def _greedy(backend, ids: torch.Tensor, steps: int) -> tuple[list[int], list[torch.Tensor]]:
     """Greedy ``steps`` tokens; returns the tokens and the logits (V,) each was chosen from."""
-    logits, state = backend.prefill(ids)
     tokens, seen = [], []
-    for i in range(steps):
-        logits = logits.float().cpu()
-        seen.append(logits)
-        tokens.append(argmax(logits))
-        if i + 1 < steps:
-            logits, state = backend.step(tokens[-1], state)
+    for token, logits in greedy(backend, ids, steps):
+        tokens.append(token)
+        seen.append(logits.float().cpu())
     backend.synchronize()
     return tokens, seen
 

@@ -20,7 +20,7 @@ import torch
 from ..errors import InvalidInputError
 from .backends import Backend
 from .backends.torch_eager import TorchBackend
-from .sampling import choose, softmax_top
+from .sampling import argmax, choose, softmax_top
 
 MAX_PROMPT_CHARS = 200_000
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -267,6 +267,18 @@ class Generation:
         for _ in self:
             pass
         return self.result
+
+
+def greedy(backend: Backend, input_ids: torch.Tensor, steps: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Greedy decoding at its barest, the loop the benchmark and parity checks time and compare:
+    yields ``(token id, logits (V,) it was chosen from)`` ``steps`` times, one forward pass each
+    (the prefill of ``input_ids`` (1, T) first). No sampling, stopping, text or timing."""
+    logits, state = backend.prefill(input_ids)
+    for i in range(steps):
+        token = argmax(logits)
+        yield token, logits
+        if i + 1 < steps:
+            logits, state = backend.step(token, state)
 
 
 def generate(model, prompt: str | list[dict] = "", backend: Backend | None = None, **settings) -> GenerationResult:
