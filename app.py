@@ -13,6 +13,7 @@ PAGES = [
     st.Page("pages/generate.py", title="Generate", icon="✍️", default=True),
     st.Page("pages/store.py", title="Store", icon="🏪"),
     st.Page("pages/attention.py", title="Attention", icon="🔍"),
+    st.Page("pages/inside.py", title="Inside", icon="🧠"),
     st.Page("pages/latency.py", title="Latency", icon="⏱️"),
     st.Page("pages/api.py", title="API", icon="🔌"),
 ]

@@ -18,7 +18,7 @@ from ..common import lazy_exports
 
 _NAMES = {
     **dict.fromkeys(("VISIBLE", "display_tokens", "make_visible", "token_bytes"), ".tokens"),
-    **dict.fromkeys(("FULL", "SLIDING", "Shape", "attention_modules", "check_eager", "model_shape"), ".structure"),
+    **dict.fromkeys(("FULL", "SLIDING", "Shape", "attention_modules", "check_eager", "decoder_stack", "model_shape"), ".structure"),
     **dict.fromkeys(("MEMORY_SHARE", "MemoryEstimate", "available_memory", "estimate_memory",
                      "layers_that_fit", "max_tokens_within"), ".budget"),
     **dict.fromkeys(("AttentionResult", "GenerationAttention", "Prediction", "save_npz"), ".results"),

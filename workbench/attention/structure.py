@@ -12,13 +12,25 @@ from ..errors import UnsupportedModelError
 FULL, SLIDING = "full", "sliding"
 
 
-def attention_modules(module) -> list:
-    """The self-attention module of every decoder layer (Llama/Gemma ``self_attn``, GPT-2 ``attn``)."""
+def decoder_stack(module):
+    """The decoder stack under a causal LM head (``LlamaModel``, ``Gemma3TextModel``,
+    ``GPT2Model``; a multimodal model's ``language_model``)."""
     base = getattr(module, "model", None) or getattr(module, "transformer", None)
     if base is not None and hasattr(base, "language_model"):
         base = base.language_model
-    blocks = getattr(base, "layers", None) if base is not None else None
-    if blocks is None and base is not None:
+    if base is None:
+        raise UnsupportedModelError(
+            f"{type(module).__name__} has no decoder stack where the workbench looks (model or "
+            "transformer): these views work for Llama, Gemma 3 and GPT-2 style models."
+        )
+    return base
+
+
+def attention_modules(module) -> list:
+    """The self-attention module of every decoder layer (Llama/Gemma ``self_attn``, GPT-2 ``attn``)."""
+    base = decoder_stack(module)
+    blocks = getattr(base, "layers", None)
+    if blocks is None:
         blocks = getattr(base, "h", None)
     if blocks is None:
         raise UnsupportedModelError(

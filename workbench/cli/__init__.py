@@ -1,5 +1,6 @@
 """The ``workbench`` command line. Each module of this package adds its own sub-commands with
-``add_cli(subparsers)``: ``store``, ``generate``, ``attention``, ``onnx`` (export, bench),
+``add_cli(subparsers)``: ``store``, ``generate``, ``attention``, ``interpret`` (lens, arch,
+attribute, compare), ``onnx`` (export, bench),
 ``serve`` (serve, keys).
 Heavy libraries are imported inside the commands, so ``workbench --help`` is quick.
 
@@ -14,7 +15,7 @@ import sys
 from ..errors import WorkbenchError
 
 # Modules (relative to this package) that add sub-commands: each defines ``add_cli(subparsers)``.
-COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".onnx", ".serve")
+COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".interpret", ".onnx", ".serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

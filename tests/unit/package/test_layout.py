@@ -3,6 +3,7 @@ a wheel that is complete on its own (cards inside, the exporter's child process 
 from __future__ import annotations
 
 import ast
+import re
 import json
 import os
 import subprocess
@@ -155,3 +156,16 @@ def test_the_export_child_runs_from_the_wheel(installed_wheel, tmp_path):
     module_file, export_dir = out.stdout.strip().splitlines()[-2:]
     assert module_file.startswith(str(installed_wheel))
     assert (Path(export_dir) / "model.onnx").is_file()
+
+
+def test_nothing_in_the_repo_uses_the_deprecated_paths():
+    from workbench.deprecated import MOVED
+
+    old = "|".join(MOVED)
+    # workbench.<old>, or ..<old> from a subpackage (a single dot is a sibling inside one)
+    pattern = re.compile(rf"(from|import) (workbench\.({old})\b|\.\.({old}) import)|from workbench import ({old})\b")
+    users = [f"{p.relative_to(ROOT)}: {m.group(0)}"
+             for folder in ("workbench", "pages", "tests", "benchmarks", "scripts", "examples")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".ipynb") and p.name != "test_layout.py"
+             for m in pattern.finditer(p.read_text(encoding="utf-8"))]
+    assert not users
