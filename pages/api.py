@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._shared import get_store, show_error
+from pages._shared import get_store, route_through_app, show_error
 from workbench.errors import WorkbenchError
 from workbench.serve import client, snippets
 from workbench.serve.keys import KeyStore
@@ -29,6 +29,7 @@ class ApiKeys:
     answer = "api_answer"  # the last "try it" answer
 
 
+route_through_app()
 store = get_store()
 keys = KeyStore(store.home)
 st.title("API")

@@ -1,22 +1,26 @@
 """A fresh server whose first request is a page URL (a bookmark) still shows the app's menu."""
+import pytest
+
+from workbench.testing import ROOT
 from workbench.testing.browser import start_app, stop_app, wait_idle
 
 
-def test_bookmarked_page_on_a_fresh_server_gets_the_app_menu(browser_home, browser):
+@pytest.mark.parametrize("path, heading", [("store", "Model store"), ("api", "API")])
+def test_bookmarked_page_on_a_fresh_server_gets_the_app_menu(browser_home, browser, path, heading):
     from workbench.testing.browser import new_page
 
     proc, url = start_app(browser_home)
     try:
         pg = new_page(browser)
-        pg.goto(url + "/store")
+        pg.goto(f"{url}/{path}")
         wait_idle(pg)
-        pg.get_by_role("heading", name="Model store").wait_for()
+        pg.get_by_role("heading", name=heading, exact=True).wait_for()
         nav = pg.locator('.st-key-wb_menu').inner_text()
         assert "Generate" in nav and "Latency" in nav
         assert "shared" not in nav and "app" not in nav.split()
         # Streamlit's own file-name menu never appears (it is off in .streamlit/config.toml)
         assert pg.locator('[data-testid="stSidebarNav"]').count() == 0
-        assert pg.url.rstrip("/").endswith("/store")
+        assert pg.url.rstrip("/").endswith(f"/{path}")
         assert pg.external_requests == []
         pg.context.close()
     finally:
@@ -44,3 +48,11 @@ def test_first_paint_of_a_fresh_server_never_shows_file_names(browser_home, brow
         pg.context.close()
     finally:
         stop_app(proc)
+
+
+def test_every_page_routes_a_first_request_through_the_app():
+    """A page run on its own (legacy mode, see ``route_through_app``) must hand over to app.py."""
+    for page in sorted((ROOT / "pages").glob("*.py")):
+        if page.name != "_shared.py":
+            text = page.read_text(encoding="utf-8")
+            assert "sidebar(" in text or "route_through_app()" in text, page.name
