@@ -1,7 +1,7 @@
 """Store page: the catalog as cards; install with live progress, remove, verify; add your own."""
 import streamlit as st
 
-from pages._shared import forget_model, get_store, show_error, sidebar
+from pages._shared import forget_model, get_model, get_store, show_error, sidebar
 from workbench.common import human_bytes, human_count
 from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
@@ -53,6 +53,23 @@ def with_progress(label: str, action):
         return out
 
 
+def show_architecture(model_id: str) -> None:
+    """The Inside page's architecture view, for one installed model (loads it on request)."""
+    key = f"arch_{model_id}".replace(".", "_")
+    if not st.button("Read it from the weights", key=key, help="loads the model (a few seconds)"):
+        return
+    from workbench.interpret.architecture import architecture
+    from workbench.views.interpret import architecture_diagram, parameter_treemap
+
+    try:
+        arch = architecture(get_model(model_id, "cpu", "eager"))
+    except WorkbenchError as err:
+        show_error(err)
+        return
+    st.plotly_chart(architecture_diagram(arch), key=f"{key}_diagram")
+    st.plotly_chart(parameter_treemap(arch), key=f"{key}_treemap")
+
+
 entries = store.list()
 cols = st.columns(2)
 for i, entry in enumerate(entries):
@@ -97,6 +114,9 @@ for i, entry in enumerate(entries):
                 forget_model(card.id)
                 store.remove(card.id)
                 st.rerun()
+        if entry.status == INSTALLED and card.can("attention"):
+            with st.expander("Architecture: blocks and parameters"):
+                show_architecture(card.id)
 
 st.divider()
 st.subheader("Add your own model")

@@ -68,3 +68,13 @@ def test_card_with_wrong_hash_or_missing_file_fails_cleanly(open_page, tiny_stor
     assert not (tiny_store.models_dir / "wrong-hash").exists()
     assert not (tiny_store.models_dir / "missing-file").exists()
     assert list(tiny_store.staging_dir.iterdir()) == []
+
+
+def test_installed_card_shows_its_architecture_from_the_weights(open_page, tiny_store):
+    at = open_page("pages/store.py")
+    assert not at.get("plotly_chart")  # nothing is loaded until asked
+    at.button(key="arch_tiny-llama").click().run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the block diagram and the parameter treemap
+    assert "parameters" in charts[0].proto.spec
