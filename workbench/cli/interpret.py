@@ -7,6 +7,7 @@ Every command prints a table for people; ``--json`` writes the numbers for scrip
 """
 from __future__ import annotations
 
+from ..common import human_bytes
 from ..errors import InvalidInputError
 from ..store import Store
 from .terminal import ensure_installed, write_json
@@ -53,9 +54,9 @@ def cmd_arch(args) -> int:
           f"{arch.kv_heads} kv heads, tied head: {arch.tied}")
     print(arch.by_group().to_string(index=False))
     print(f"counted {arch.counted:,} = model.num_parameters() {arch.num_parameters:,}")
-    print("weights by variant: " + ", ".join(f"{k} {v / 2**20:.1f} MB" for k, v in arch.variant_bytes().items()))
+    print("weights by variant: " + ", ".join(f"{k} {human_bytes(v)}" for k, v in arch.variant_bytes().items()))
     for variant, size in arch.exports.items():
-        print(f"  export {variant} on disk: {size / 2**20:.1f} MB")
+        print(f"  export {variant} on disk: {human_bytes(size)}")
     _write(args.json, {"model": arch.model, "groups": arch.by_group().to_dict("records"),
                        "tensors": arch.frame().to_dict("records"), "num_parameters": arch.num_parameters,
                        "variant_bytes": arch.variant_bytes(), "exports": arch.exports})

@@ -39,6 +39,7 @@ import torch
 from ..attention.budget import MEMORY_SHARE, available_memory
 from ..attention.structure import model_shape
 from ..attention.tokens import display_tokens
+from ..common import human_bytes
 from ..errors import InvalidInputError
 from .lens import resolve_target
 from .parts import input_embeddings, prepare
@@ -200,8 +201,8 @@ def attribute(model, text: str | None = None, *, ids: Sequence[int] | None = Non
     per_step = step_bytes(model, T)
     if per_step > budget:
         raise InvalidInputError(
-            f"One backward pass over {T:,} tokens needs about {per_step / 2**20:.0f} MB, more than the "
-            f"budget of {budget / 2**20:.0f} MB: shorten the text.")
+            f"One backward pass over {T:,} tokens needs about {human_bytes(per_step)}, more than the "
+            f"budget of {human_bytes(budget)}: shorten the text.")
     timings: dict[str, float] = {}
     with model.lock, _inputs_only(model.module):
         ids_t = torch.tensor([ids], device=device)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import Progress, file_lock, library_versions, quiet
+from ..common import Progress, file_lock, human_bytes, library_versions, quiet
 from ..errors import (
     DiskSpaceError,
     IntegrityError,
@@ -240,8 +240,8 @@ class Store:
         free = shutil.disk_usage(self.home).free
         if free < need:
             raise DiskSpaceError(
-                f"Installing {card.id} needs about {need / 1e9:.1f} GB free under {self.home}, "
-                f"only {free / 1e9:.1f} GB is free. Free some space (`workbench store remove ID`) "
+                f"Installing {card.id} needs about {human_bytes(need)} free under {self.home}, "
+                f"only {human_bytes(free)} is free. Free some space (`workbench store remove ID`) "
                 "or point WORKBENCH_HOME at a bigger disk."
             )
 
@@ -433,6 +433,8 @@ class Store:
     def download_model(self, name: str, progress: Progress = quiet, **load_options):
         """Install if needed and return a loaded ``Model``: ``Store().download_model("gpt2")``."""
         self.install(name, progress=progress)
-        from ..runtime.loading import load_model  # the one call into the runtime, made lazily
+        from ..runtime.loading import (
+            load_model,  # the one call into the runtime, made lazily
+        )
 
         return load_model(name, store=self, **load_options)

@@ -8,12 +8,12 @@ their last columns only; the title says so.
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 
-from typing import TYPE_CHECKING
-
+from ..common import human_bytes
 from .attention import plotly_text
 from .generation import prob_color
 
@@ -32,10 +32,6 @@ def _finish(fig: go.Figure, title: str, note: str = "", height: int = 400) -> go
     fig.update_layout(title=dict(text=text, x=0, font=dict(size=15)), height=height,
                       margin=dict(l=10, r=10, t=70 if note else 45, b=10), meta={"note": note})
     return fig
-
-
-def _mb(n: float) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -97,12 +93,12 @@ def parameter_treemap(arch: Architecture) -> go.Figure:
     df = arch.frame()
     for group, gdf in df.groupby("group", sort=False):
         ids.append(group), labels.append(group), parents.append(arch.model)
-        values.append(int(gdf["params"].sum())), hover.append(_mb(4 * int(gdf["params"].sum())) + " fp32")
+        values.append(int(gdf["params"].sum())), hover.append(human_bytes(4 * int(gdf["params"].sum())) + " fp32")
         if gdf["layer"].notna().any():
             for layer, ldf in gdf.groupby("layer"):
                 lid = f"{group}/{int(layer)}"
                 ids.append(lid), labels.append(f"layer {int(layer)}"), parents.append(group)
-                values.append(int(ldf["params"].sum())), hover.append(_mb(4 * int(ldf["params"].sum())) + " fp32")
+                values.append(int(ldf["params"].sum())), hover.append(human_bytes(4 * int(ldf["params"].sum())) + " fp32")
                 for _, t in ldf.iterrows():
                     ids.append(t["name"]), labels.append(t["name"].rsplit(".", 2)[-2] if "." in t["name"] else t["name"])
                     parents.append(lid), values.append(int(t["params"])), hover.append(f"{t['shape']}")
@@ -179,7 +175,9 @@ def attribution_color(score: float) -> str:
 def attribution_html(result: AttributionResult, method: str = "integrated") -> str:
     """The text, each token's background by its score (scaled by the largest |score|); hover shows
     the three methods' scores. Every token is HTML-escaped."""
-    from ..interpret.attribution import METHODS  # the method names; computing them needs torch
+    from ..interpret.attribution import (
+        METHODS,  # the method names; computing them needs torch
+    )
 
     scores = result.scores(method)
     top = float(np.abs(scores).max()) or 1.0
@@ -201,7 +199,9 @@ def attribution_html(result: AttributionResult, method: str = "integrated") -> s
 
 def attribution_figure(result: AttributionResult) -> go.Figure:
     """One bar group per token: the three methods, each scaled to its largest |score|."""
-    from ..interpret.attribution import METHODS  # the method names; computing them needs torch
+    from ..interpret.attribution import (
+        METHODS,  # the method names; computing them needs torch
+    )
 
     x = plotly_text([f"{i} {t}" for i, t in enumerate(result.tokens)])
     fig = go.Figure()
