@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -402,16 +403,19 @@ class Store:
         install: bool = True,
         progress: Progress = quiet,
         extra_toml: str = "",
+        capabilities: tuple[str, ...] | None = None,
     ) -> ModelCard:
         """Write a card for a user's model (exactly one of ``local_dir``, ``gguf``, ``hub``),
         then install it unless ``install=False``. The card's numbers come from the config.
         ``extra_toml`` (TOML tables, e.g. ``[finetune]``) is appended to the card and kept in
-        ``ModelCard.extra``."""
+        ``ModelCard.extra``; ``capabilities`` replaces the default ones (generate, attention, onnx)."""
         from . import custom
         card_text = custom.card_toml(
             model_id, local_dir=local_dir, gguf=gguf, hub=hub, revision=revision,
             name=name, description=description,
         )
+        if capabilities is not None:
+            card_text = re.sub(r"(?m)^capabilities = .*$", "capabilities = " + json.dumps(sorted(capabilities)), card_text)
         if extra_toml:
             card_text = card_text.replace("\n[[sources]]", f"\n{extra_toml.strip()}\n\n[[sources]]", 1)
         if self.catalog.resolve(model_id) is not None:
