@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/store.py", title="Store", icon="🏪"),
     st.Page("pages/attention.py", title="Attention", icon="🔍"),
     st.Page("pages/latency.py", title="Latency", icon="⏱️"),
+    st.Page("pages/customise.py", title="Customise", icon="🧵"),
 ]
 
 page = st.navigation(PAGES, position="hidden")

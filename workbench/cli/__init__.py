@@ -1,5 +1,6 @@
 """The ``workbench`` command line. Each module of this package adds its own sub-commands with
-``add_cli(subparsers)``: ``store``, ``generate``, ``attention``, ``onnx`` (export, bench).
+``add_cli(subparsers)``: ``store``, ``generate``, ``attention``, ``onnx`` (export, bench),
+``datasets``, ``eval`` (module ``evaluate``), ``finetune`` and ``jobs`` (module ``finetune``).
 Heavy libraries are imported inside the commands, so ``workbench --help`` is quick.
 
 Errors from the workbench print their message to stderr and exit with status 2.
@@ -13,7 +14,7 @@ import sys
 from ..errors import WorkbenchError
 
 # Modules (relative to this package) that add sub-commands: each defines ``add_cli(subparsers)``.
-COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".onnx")
+COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".onnx", ".datasets", ".evaluate", ".finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:

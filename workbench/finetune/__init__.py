@@ -16,7 +16,7 @@ from ..common import lazy_exports
 _NAMES = {
     "FinetuneConfig": ".config",
     **dict.fromkeys(("JobStatus", "start_job", "stop_job", "resume_job", "finish_job", "wait", "status",
-                     "list_jobs", "active_job", "read_log", "job_dir", "delete_job"), ".jobs"),
+                     "list_jobs", "active_job", "read_log", "job_dir", "delete_job", "comparison", "events"), ".jobs"),
 }
 __getattr__ = lazy_exports(__name__, _NAMES)
 __all__ = sorted(_NAMES)

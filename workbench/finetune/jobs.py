@@ -300,3 +300,16 @@ def delete_job(store: Store, job_id: str) -> None:
     with store.staging("rm") as trash:
         os.replace(folder, trash / "job")
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def comparison(store: Store, job_id: str) -> dict | None:
+    """The finished job's before/after (perplexity of both models, generations side by side)."""
+    try:
+        return json.loads((job_dir(store, job_id) / "comparison.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def events(store: Store, job_id: str) -> list[dict]:
+    """The job's log events (see ``read_log``)."""
+    return read_log(job_dir(store, job_id))

@@ -82,11 +82,13 @@ def _window_logits(backend, ids: torch.Tensor) -> torch.Tensor:
 
 def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """``(begin, end, first_target)`` per window: it reads ``ids[begin:end]`` and scores the
-    targets ``first_target..end-1`` (each token of the text once, the first one never)."""
+    targets ``first_target..end-1``: each token of the text once (the first one never). With
+    ``stride == window`` the first token of each window has no context and is not scored, as in
+    the transformers guide."""
     spans, prev_end, begin = [], 1, 0
     while prev_end < n_tokens:
         end = min(begin + window, n_tokens)
-        spans.append((begin, end, prev_end))
+        spans.append((begin, end, max(prev_end, begin + 1)))
         prev_end = end
         begin += stride
     return spans
