@@ -84,8 +84,7 @@ def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
             shutil.rmtree(path, ignore_errors=True)  # half-written by a killed run
     resume = str(saved[-1][1]) if saved else None
     if resume is None:
-        metrics = trainer.evaluate()  # the eval loss at step 0: where the curve starts
-        append_log(folder, event="eval", step=0, eval_loss=float(metrics["eval_loss"]))
+        trainer.evaluate()  # the eval loss at step 0, where the curve starts (logged by the callback)
     write_state(folder, status=RUNNING, pid=os.getpid(), max_steps=trainer.args.max_steps)
     trainer.train(resume_from_checkpoint=resume)
     step = trainer.state.global_step
