@@ -61,3 +61,21 @@ def test_refusals_are_shown_and_the_page_keeps_running(page, tiny_store):
     assert not page.exception
     assert any("already in the store" in e.value for e in page.error)
     assert list_jobs(tiny_store) == []
+
+
+def test_latency_page_measures_perplexity_per_backend(open_page, tiny_store, tmp_path):
+    from workbench.quality.results import measured_quality
+
+    f = tmp_path / "notes.txt"
+    f.write_text("\n".join(tiny_models.CORPUS[:60]))
+    add_dataset(tiny_store, "notes", f)
+    at = open_page("pages/latency.py")
+    at.selectbox(key="wb_model").set_value("tiny-llama").run()
+    at.multiselect(key="lat_backends").set_value(["torch"]).run()
+    at.selectbox(key="lat_ppl_dataset").set_value("notes").run()
+    at.button(key="lat_ppl_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    stored = measured_quality(tiny_store, "tiny-llama", "notes")
+    assert set(stored) == {"torch"} and stored["torch"]["perplexity"] > 1
+    table = at.dataframe[0].value
+    assert table["backend"].tolist() == ["torch"] and table["perplexity"].iloc[0] == stored["torch"]["perplexity"]
