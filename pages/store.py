@@ -3,6 +3,7 @@ import streamlit as st
 
 from pages._shared import forget_model, get_store, show_error, sidebar
 from workbench.common import human_bytes, human_count
+from workbench.data.install import install_dataset, list_datasets, remove_dataset
 from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
@@ -121,3 +122,27 @@ if submitted:
     if card:
         st.success(f"Added {card.id}. It is now in the model picker.")
         st.rerun()
+
+st.divider()
+st.subheader("Datasets")
+st.caption("Text for measuring perplexity and for fine-tuning on the Customise page; installed like models "
+           "(pinned sha256, staging, one rename).")
+
+for entry in list_datasets(store):
+    c = entry.card
+    with st.container(border=True, key=f"dataset_{c.id}"):
+        left, right = st.columns([4, 1])
+        badge = ":green-badge[installed]" if entry.installed else ":blue-badge[available]"
+        left.markdown(f"**{c.name}** {badge}  \n`{c.id}` · {c.format} · {human_bytes(c.size_bytes)} · {c.license}")
+        left.caption(f"{c.description} Source: {c.source.describe()}.")
+        if entry.installed:
+            if right.button("Remove", key=f"remove_data_{c.id}"):
+                remove_dataset(store, c.id)
+                st.rerun()
+        elif right.button("Install", key=f"install_data_{c.id}", type="primary"):
+            try:
+                with st.spinner(f"Installing {c.id}…"):
+                    install_dataset(store, c.id)
+                st.rerun()
+            except WorkbenchError as err:
+                show_error(err)

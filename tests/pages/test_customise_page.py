@@ -79,3 +79,15 @@ def test_latency_page_measures_perplexity_per_backend(open_page, tiny_store, tmp
     assert set(stored) == {"torch"} and stored["torch"]["perplexity"] > 1
     table = at.dataframe[0].value
     assert table["backend"].tolist() == ["torch"] and table["perplexity"].iloc[0] == stored["torch"]["perplexity"]
+
+
+def test_store_page_lists_and_removes_datasets(open_page, tiny_store, tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("\n".join(tiny_models.CORPUS[:30]))
+    add_dataset(tiny_store, "notes", f)
+    at = open_page("pages/store.py")
+    assert any("Shakespeare" in m.value for m in at.markdown)
+    assert at.button(key="install_data_shakespeare").label == "Install"
+    at.button(key="remove_data_notes").click().run()
+    assert not at.exception
+    assert at.button(key="install_data_notes").label == "Install"
