@@ -13,9 +13,10 @@ splits: for a ``pypi-sdist`` the members (under ``root``) of ``train`` and ``eva
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from ..errors import CardError, UnknownDatasetError
 from .formats import FORMATS

