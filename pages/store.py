@@ -6,6 +6,7 @@ from workbench.common import human_bytes, human_count
 from workbench.data.install import install_dataset, list_datasets, remove_dataset
 from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
+from workbench.quality.results import measured_quality
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
 
 sidebar("generate", devices=False)
@@ -72,6 +73,14 @@ for i, entry in enumerate(entries):
         measured = measured_speeds(store, card.id)
         if measured:
             st.caption("Measured here: " + " · ".join(f"{b} {v:.1f} tok/s" for b, v in measured.items()))
+        quality = measured_quality(store, card.id)
+        if quality:
+            st.caption("Held-out perplexity: " + " · ".join(
+                f"{b} {r['perplexity']:.2f} on {d}" for d, by in quality.items() for b, r in by.items()))
+        tuned = card.extra.get("finetune")
+        if tuned:
+            st.caption(f"Fine-tuned from `{tuned['base']}` on `{tuned['dataset']}` ({tuned['steps']} LoRA steps, "
+                       f"{tuned['date'][:10]}): perplexity {tuned['perplexity_before']:.2f} → {tuned['perplexity_after']:.2f}.")
         if entry.problem:
             st.warning(f"Damaged: {entry.problem}. Reinstall to repair it.")
         b1, b2, b3 = st.columns(3)
@@ -100,30 +109,6 @@ for i, entry in enumerate(entries):
                 st.rerun()
 
 st.divider()
-st.subheader("Add your own model")
-with st.form("add_model", border=True):
-    kind = st.radio("Source", ["Local folder (safetensors)", "Local GGUF file", "Hugging Face hub id"],
-                    horizontal=True, key="add_kind")
-    model_id = st.text_input("Id in the store", placeholder="my-model", key="add_id")
-    location = st.text_input("Folder, file or hub id", placeholder="/path/to/model", key="add_location")
-    name = st.text_input("Display name (optional)", key="add_name")
-    submitted = st.form_submit_button("Add and install", type="primary")
-if submitted:
-    where = location.strip()
-    args = {
-        "Local folder (safetensors)": {"local_dir": where},
-        "Local GGUF file": {"gguf": where},
-        "Hugging Face hub id": {"hub": where},
-    }[kind]
-    card = with_progress(
-        f"Adding {model_id or '?'}",
-        lambda p: store.add(model_id.strip(), name=name.strip() or None, progress=p, **args),
-    )
-    if card:
-        st.success(f"Added {card.id}. It is now in the model picker.")
-        st.rerun()
-
-st.divider()
 st.subheader("Datasets")
 st.caption("Text for measuring perplexity and for fine-tuning on the Customise page; installed like models "
            "(pinned sha256, staging, one rename).")
@@ -146,3 +131,27 @@ for entry in list_datasets(store):
                 st.rerun()
             except WorkbenchError as err:
                 show_error(err)
+
+st.divider()
+st.subheader("Add your own model")
+with st.form("add_model", border=True):
+    kind = st.radio("Source", ["Local folder (safetensors)", "Local GGUF file", "Hugging Face hub id"],
+                    horizontal=True, key="add_kind")
+    model_id = st.text_input("Id in the store", placeholder="my-model", key="add_id")
+    location = st.text_input("Folder, file or hub id", placeholder="/path/to/model", key="add_location")
+    name = st.text_input("Display name (optional)", key="add_name")
+    submitted = st.form_submit_button("Add and install", type="primary")
+if submitted:
+    where = location.strip()
+    args = {
+        "Local folder (safetensors)": {"local_dir": where},
+        "Local GGUF file": {"gguf": where},
+        "Hugging Face hub id": {"hub": where},
+    }[kind]
+    card = with_progress(
+        f"Adding {model_id or '?'}",
+        lambda p: store.add(model_id.strip(), name=name.strip() or None, progress=p, **args),
+    )
+    if card:
+        st.success(f"Added {card.id}. It is now in the model picker.")
+        st.rerun()
