@@ -23,7 +23,8 @@ from workbench.store import Store
 def summarise(log: list[dict]) -> dict:
     steps = [e for e in log if e.get("event") == "step"]
     end = next((e["time"] for e in log if e.get("event") == "trained"), steps[-1]["time"])
-    tokens_per_step = steps[-1]["tokens_per_s"] * steps[-1]["elapsed_s"] / max(steps[-1]["step"] - steps[0]["step"] + 1, 1)
+    tokens_per_step = steps[-1].get("step_tokens") or (  # older logs: worked out from the running average
+        steps[-1]["tokens_per_s"] * steps[-1]["elapsed_s"] / max(steps[-1]["step"] - steps[0]["step"] + 1, 1))
     eta = {}
     for share in (0.25, 0.5, 0.75):
         s = steps[max(int(len(steps) * share) - 1, 0)]

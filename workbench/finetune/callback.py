@@ -52,7 +52,8 @@ class JobCallback(TrainerCallback):
                 "event": "step", "step": state.global_step, "max_steps": state.max_steps,
                 "loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0.0)),
                 "epoch": float(state.epoch or 0.0), "tokens_per_s": done * self.tokens_per_step / max(elapsed, 1e-9),
-                "step_s": now - self.step_started, "elapsed_s": elapsed, "eta_s": eta,
+                "step_s": now - self.step_started, "step_tokens": self.tokens_per_step, "elapsed_s": elapsed,
+                "eta_s": eta,
             }
             append_log(self.folder, **event)
             write_state(self.folder, step=state.global_step, eta_s=eta, tokens_per_s=event["tokens_per_s"])
