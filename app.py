@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/attention.py", title="Attention", icon="🔍"),
     st.Page("pages/inside.py", title="Inside", icon="🧠"),
     st.Page("pages/latency.py", title="Latency", icon="⏱️"),
+    st.Page("pages/customise.py", title="Customise", icon="🧵"),
     st.Page("pages/api.py", title="API", icon="🔌"),
 ]
 

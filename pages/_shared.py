@@ -29,6 +29,7 @@ class Keys:
     latency = "wb_latency"  # (BenchResult, notes) shown on the Latency page
     routed = "wb_routed"  # set by app.py on every run: the page runs inside the app's menu
     wanted_page = "wb_wanted_page"  # a page asked for before app.py had run (see route_through_app)
+    job = "wb_job"  # the fine-tuning job the Customise page follows
 
 
 def route_through_app() -> None:

@@ -5,14 +5,17 @@ Layout only: exporting is ``workbench.onnx``, backends ``workbench.runtime.backe
 and parity ``workbench.latency``, figures ``workbench.views.latency``."""
 import json
 
+import pandas as pd
 import streamlit as st
 
 from pages._shared import Keys, get_model, get_store, show_error, sidebar
 from workbench.errors import WorkbenchError
 from workbench.latency.harness import run_benchmark
 from workbench.latency.results import BenchConfig
-from workbench.latency.speeds import record_speeds
+from workbench.data.install import catalog as dataset_catalog
+from workbench.latency.speeds import measured_speeds, record_speeds
 from workbench.onnx import cached_export, estimated_seconds
+from workbench.quality.results import measured_quality
 from workbench.runtime.backends import BACKEND_VARIANTS, TORCH, available_backends, make_backend
 from workbench.views import latency as plots
 
@@ -103,6 +106,51 @@ if run:
             show_error(err)
     if done:
         st.rerun()  # redraw the settings (the export is cached now) above the fresh result
+
+with st.container(border=True, key="latency_quality"):
+    st.markdown("#### Perplexity per variant")
+    st.caption(
+        "Held-out perplexity of each backend on a store dataset (strided sliding windows), and the mean KL "
+        "divergence of its next-token distributions from torch fp32: quantization drift as a change in quality."
+    )
+    q1, q2, q3 = st.columns([2, 2, 1])
+    dataset_ids = [c.id for c in dataset_catalog(store)]
+    q_dataset = q1.selectbox("Dataset", dataset_ids, key="lat_ppl_dataset")
+    q_tokens = q2.number_input("Held-out tokens", min_value=32, max_value=16384, value=512, step=64,
+                               key="lat_ppl_tokens", help="ONNX Runtime scores them one at a time through its KV cache.")
+    if q3.button("Measure perplexity", key="lat_ppl_run", disabled=not backends or not q_dataset):
+        from workbench.data.loading import load_dataset
+        from workbench.quality.evaluation import perplexity
+        from workbench.quality.results import record_quality
+
+        bar = st.progress(0.0, text="loading…")
+        try:
+            model = get_model(sel.model_id, sel.device)
+            data = load_dataset(store, q_dataset)
+            for i, name in enumerate(backends):
+                def tick(f, msg, i=i):
+                    bar.progress(min((i + f) / len(backends), 1.0), text=msg)
+
+                record_quality(store, perplexity(model, data, name, window=min(256, card.context_length),
+                                                 max_tokens=int(q_tokens), progress=tick, store=store))
+            bar.empty()
+        except WorkbenchError as err:
+            show_error(err)
+    stored = measured_quality(store, card.id, q_dataset) if q_dataset else {}
+    if stored:
+        speeds = measured_speeds(store, card.id)
+        ref = stored.get(TORCH, {}).get("perplexity")
+        st.dataframe(pd.DataFrame([{
+            "backend": name, "perplexity": r["perplexity"],
+            "Δ vs torch": (r["perplexity"] - ref) if ref else None, "mean KLD": r.get("kld_mean"),
+            "same top token": r.get("top1_agreement"), "tokens": r["tokens"], "window": r["window"],
+            "stride": r["stride"], "tokens/s": speeds.get(name),
+        } for name, r in stored.items()]), hide_index=True, key="latency_quality_table",
+            column_config={"perplexity": st.column_config.NumberColumn(format="%.3f"),
+                           "Δ vs torch": st.column_config.NumberColumn(format="%+.4f"),
+                           "mean KLD": st.column_config.NumberColumn(format="%.2e"),
+                           "same top token": st.column_config.NumberColumn(format="percent"),
+                           "tokens/s": st.column_config.NumberColumn(format="%.1f")})
 
 saved = st.session_state.get(Keys.latency)
 if saved is None or saved[0].model != card.id:

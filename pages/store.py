@@ -3,8 +3,10 @@ import streamlit as st
 
 from pages._shared import forget_model, get_model, get_store, show_error, sidebar
 from workbench.common import human_bytes, human_count
+from workbench.data.install import install_dataset, list_datasets, remove_dataset
 from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
+from workbench.quality.results import measured_quality
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
 
 sidebar("generate", devices=False)
@@ -88,6 +90,14 @@ for i, entry in enumerate(entries):
         measured = measured_speeds(store, card.id)
         if measured:
             st.caption("Measured here: " + " · ".join(f"{b} {v:.1f} tok/s" for b, v in measured.items()))
+        quality = measured_quality(store, card.id)
+        if quality:
+            st.caption("Held-out perplexity: " + " · ".join(
+                f"{b} {r['perplexity']:.2f} on {d}" for d, by in quality.items() for b, r in by.items()))
+        tuned = card.extra.get("finetune")
+        if tuned:
+            st.caption(f"Fine-tuned from `{tuned['base']}` on `{tuned['dataset']}` ({tuned['steps']} LoRA steps, "
+                       f"{tuned['date'][:10]}): perplexity {tuned['perplexity_before']:.2f} → {tuned['perplexity_after']:.2f}.")
         if entry.problem:
             st.warning(f"Damaged: {entry.problem}. Reinstall to repair it.")
         b1, b2, b3 = st.columns(3)
@@ -117,6 +127,30 @@ for i, entry in enumerate(entries):
         if entry.status == INSTALLED and card.can("attention"):
             with st.expander("Architecture: blocks and parameters"):
                 show_architecture(card.id)
+
+st.divider()
+st.subheader("Datasets")
+st.caption("Text for measuring perplexity and for fine-tuning on the Customise page; installed like models "
+           "(pinned sha256, staging, one rename).")
+
+for entry in list_datasets(store):
+    c = entry.card
+    with st.container(border=True, key=f"dataset_{c.id}"):
+        left, right = st.columns([4, 1])
+        badge = ":green-badge[installed]" if entry.installed else ":blue-badge[available]"
+        left.markdown(f"**{c.name}** {badge}  \n`{c.id}` · {c.format} · {human_bytes(c.size_bytes)} · {c.license}")
+        left.caption(f"{c.description} Source: {c.source.describe()}.")
+        if entry.installed:
+            if right.button("Remove", key=f"remove_data_{c.id}"):
+                remove_dataset(store, c.id)
+                st.rerun()
+        elif right.button("Install", key=f"install_data_{c.id}", type="primary"):
+            try:
+                with st.spinner(f"Installing {c.id}…"):
+                    install_dataset(store, c.id)
+                st.rerun()
+            except WorkbenchError as err:
+                show_error(err)
 
 st.divider()
 st.subheader("Add your own model")

@@ -45,3 +45,16 @@ class DiskSpaceError(WorkbenchError):
 
 class ExportError(WorkbenchError):
     pass
+
+
+class UnknownDatasetError(WorkbenchError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0] if self.args else ""
+
+
+class DatasetFormatError(WorkbenchError, ValueError):
+    """A dataset file is empty, too small, or in none of the formats the workbench reads."""
+
+
+class JobError(WorkbenchError):
+    """A fine-tuning job cannot start, stop, resume or finish as asked."""

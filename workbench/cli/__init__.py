@@ -1,7 +1,7 @@
 """The ``workbench`` command line. Each module of this package adds its own sub-commands with
 ``add_cli(subparsers)``: ``store``, ``generate``, ``attention``, ``interpret`` (lens, arch,
-attribute, compare), ``onnx`` (export, bench),
-``serve`` (serve, keys).
+attribute, compare), ``onnx`` (export, bench), ``datasets``, ``eval`` (module ``evaluate``),
+``finetune`` and ``jobs`` (module ``finetune``), ``serve`` (serve, keys).
 Heavy libraries are imported inside the commands, so ``workbench --help`` is quick.
 
 Errors from the workbench print their message to stderr and exit with status 2.
@@ -15,7 +15,8 @@ import sys
 from ..errors import WorkbenchError
 
 # Modules (relative to this package) that add sub-commands: each defines ``add_cli(subparsers)``.
-COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".interpret", ".onnx", ".serve")
+COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".interpret", ".onnx", ".datasets", ".evaluate",
+                             ".finetune", ".serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,9 @@ Layout under the store root (``$WORKBENCH_HOME``, default ``~/.cache/gpt-store-w
     cards/<id>.toml       cards of models the user added
     exports/<id>/...      ONNX exports (see ``workbench.onnx``)
     bench/speeds.json     tokens/s measured per model and backend (see ``workbench.latency.speeds``)
+    bench/quality.json    perplexity measured per model, dataset and backend (``workbench.quality``)
+    data/<id>/            installed datasets: train.txt, eval.txt, manifest.json (``workbench.data``)
+    jobs/<job>/           fine-tuning jobs: config, JSONL log, checkpoints (``workbench.finetune``)
     .staging/             work in progress; an entry appears in models/ only by one rename
     .<name>.lock          cross-process locks (``Store.lock``)
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -177,6 +181,16 @@ class Store:
     @property
     def bench_dir(self) -> Path:
         return self.home / "bench"
+
+    @property
+    def data_dir(self) -> Path:
+        """Installed datasets (``data/<id>``); see ``workbench.data``."""
+        return self.home / "data"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Fine-tuning jobs (``jobs/<job>``); see ``workbench.finetune``."""
+        return self.home / "jobs"
 
     @contextmanager
     def lock(self, name: str):
@@ -388,14 +402,22 @@ class Store:
         description: str = "",
         install: bool = True,
         progress: Progress = quiet,
+        extra_toml: str = "",
+        capabilities: tuple[str, ...] | None = None,
     ) -> ModelCard:
         """Write a card for a user's model (exactly one of ``local_dir``, ``gguf``, ``hub``),
-        then install it unless ``install=False``. The card's numbers come from the config."""
+        then install it unless ``install=False``. The card's numbers come from the config.
+        ``extra_toml`` (TOML tables, e.g. ``[finetune]``) is appended to the card and kept in
+        ``ModelCard.extra``; ``capabilities`` replaces the default ones (generate, attention, onnx)."""
         from . import custom
         card_text = custom.card_toml(
             model_id, local_dir=local_dir, gguf=gguf, hub=hub, revision=revision,
             name=name, description=description,
         )
+        if capabilities is not None:
+            card_text = re.sub(r"(?m)^capabilities = .*$", "capabilities = " + json.dumps(sorted(capabilities)), card_text)
+        if extra_toml:
+            card_text = card_text.replace("\n[[sources]]", f"\n{extra_toml.strip()}\n\n[[sources]]", 1)
         if self.catalog.resolve(model_id) is not None:
             raise WorkbenchError(f"A model with id '{model_id}' is already in the store; pick another id.")
         path = self.cards_dir / f"{model_id}.toml"

@@ -91,6 +91,9 @@ def test_store_views_and_speeds_import_without_torch_or_onnxruntime():
         "from workbench.latency.speeds import measured_speeds\n"
         "from workbench.runtime.backends import available_backends\n"
         "import workbench.onnx, workbench.cli\n"
+        "from workbench.data.install import list_datasets; from workbench.data.loading import load_dataset\n"
+        "from workbench.finetune.jobs import list_jobs; from workbench.quality.results import measured_quality\n"
+        "import workbench.views.finetune; workbench.cli.build_parser()\n"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'transformers') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -137,6 +140,12 @@ def test_the_wheel_lists_every_builtin_card_from_outside_the_repo(installed_whee
     assert listed == {p.stem for p in (ROOT / "models").glob("*.toml")}
     where = _run_installed(installed_wheel, tmp_path / "home", tmp_path, "-c", "import workbench; print(workbench.__file__)")
     assert where.stdout.strip().startswith(str(installed_wheel))
+
+
+def test_the_wheel_lists_every_shipped_dataset_card(installed_wheel, tmp_path):
+    out = _run_installed(installed_wheel, tmp_path / "home", tmp_path, "-m", "workbench", "datasets", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    assert {e["id"] for e in json.loads(out.stdout)} == {p.stem for p in (ROOT / "corpora").glob("*.toml")}
 
 
 def test_the_export_child_runs_from_the_wheel(installed_wheel, tmp_path):
