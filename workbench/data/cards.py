@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
 
 from ..errors import CardError, UnknownDatasetError
+from ..store.catalog import read_card_file, require_field
 from .formats import FORMATS
 
 SOURCE_KINDS = ("pypi-sdist", "local-file")
@@ -79,25 +79,16 @@ class DatasetCard:
         }
 
 
-def _get(data: dict, key: str, kind: type, where: str):
-    if key not in data:
-        raise CardError(f"{where}: missing field '{key}'. Add it to the dataset card.")
-    value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise CardError(f"{where}: field '{key}' must be {kind.__name__}, got {value!r}.")
-    return value
-
-
 def parse_dataset_card(data: dict, where: str = "dataset card", custom: bool = False) -> DatasetCard:
     """Validate a dataset card's raw TOML table (``CardError`` says what to fix)."""
-    card_id = _get(data, "id", str, where)
+    card_id = require_field(data, "id", str, where)
     if not ID_PATTERN.match(card_id):
         raise CardError(f"{where}: id '{card_id}' must be lowercase letters, digits, '.', '_' or '-'.")
-    fmt = _get(data, "format", str, where)
+    fmt = require_field(data, "format", str, where)
     if fmt not in FORMATS:
         raise CardError(f"{where}: format '{fmt}' is not one of {', '.join(FORMATS)}.")
-    raw = _get(data, "source", dict, where)
-    kind = _get(raw, "kind", str, where)
+    raw = require_field(data, "source", dict, where)
+    kind = require_field(raw, "kind", str, where)
     if kind not in SOURCE_KINDS:
         raise CardError(f"{where}: source kind '{kind}' is not one of {', '.join(SOURCE_KINDS)}.")
     sha = raw.get("sha256", "")
@@ -105,30 +96,30 @@ def parse_dataset_card(data: dict, where: str = "dataset card", custom: bool = F
         raise CardError(f"{where}: source sha256 '{sha}' is not a sha256 hex digest (64 lowercase hex).")
     if kind == "pypi-sdist":
         source = DatasetSource(
-            kind=kind, sha256=sha, size_bytes=_get(raw, "size_bytes", int, where),
-            package=_get(raw, "package", str, where), version=_get(raw, "version", str, where),
-            filename=_get(raw, "filename", str, where), root=_get(raw, "root", str, where),
+            kind=kind, sha256=sha, size_bytes=require_field(raw, "size_bytes", int, where),
+            package=require_field(raw, "package", str, where), version=require_field(raw, "version", str, where),
+            filename=require_field(raw, "filename", str, where), root=require_field(raw, "root", str, where),
         )
         if not re.match(r"^\d", source.version):
             raise CardError(f"{where}: pin the package to an exact version.")
-        splits = _get(data, "splits", dict, where)
-        train = tuple(_get(splits, "train", list, where))
-        held = tuple(_get(splits, "eval", list, where))
+        splits = require_field(data, "splits", dict, where)
+        train = tuple(require_field(splits, "train", list, where))
+        held = tuple(require_field(splits, "eval", list, where))
         if not train or not held:
             raise CardError(f"{where}: [splits] needs non-empty 'train' and 'eval' lists of members.")
         if set(train) & set(held):
             raise CardError(f"{where}: {sorted(set(train) & set(held))} are in both splits; hold out whole works.")
     else:
-        source = DatasetSource(kind=kind, sha256=sha, path=_get(raw, "path", str, where),
+        source = DatasetSource(kind=kind, sha256=sha, path=require_field(raw, "path", str, where),
                                size_bytes=int(raw.get("size_bytes", 0)))
         train = held = ()
     known = {"id", "name", "description", "license", "format", "source", "language", "size_bytes",
              "splits", "tags", "default"}
     return DatasetCard(
         id=card_id,
-        name=_get(data, "name", str, where),
-        description=" ".join(_get(data, "description", str, where).split()),
-        license=_get(data, "license", str, where),
+        name=require_field(data, "name", str, where),
+        description=" ".join(require_field(data, "description", str, where).split()),
+        license=require_field(data, "license", str, where),
         format=fmt,
         source=source,
         language=data.get("language", "en"),
@@ -144,14 +135,7 @@ def parse_dataset_card(data: dict, where: str = "dataset card", custom: bool = F
 
 
 def read_dataset_card(path: Path, custom: bool = False) -> DatasetCard:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise CardError(f"{path}: cannot read the dataset card ({err}). Fix or delete the file.") from err
-    card = parse_dataset_card(data, str(path), custom=custom)
-    if card.id != path.stem:
-        raise CardError(f"{path}: the file name must be the card id ('{card.id}.toml').")
-    return card
+    return read_card_file(path, parse_dataset_card, custom, what="dataset card")
 
 
 class DatasetCatalog:

@@ -108,7 +108,8 @@ class ModelCard:
         return "chat" in self.capabilities
 
 
-def _require(data: dict, key: str, kind: type, where: str):
+def require_field(data: dict, key: str, kind: type, where: str):
+    """``data[key]`` if present and of ``kind`` (a bool is no int), else ``CardError`` naming the fix."""
     if key not in data:
         raise CardError(f"{where}: missing field '{key}'. Add it to the card.")
     value = data[key]
@@ -118,18 +119,18 @@ def _require(data: dict, key: str, kind: type, where: str):
 
 
 def _parse_source(raw: dict, where: str) -> Source:
-    kind = _require(raw, "kind", str, where)
+    kind = require_field(raw, "kind", str, where)
     if kind not in SOURCE_KINDS:
         raise CardError(f"{where}: source kind '{kind}' is not one of {sorted(SOURCE_KINDS)}.")
     if kind == "pypi":
         packages = tuple(
             Package(
-                name=_require(p, "name", str, where),
-                version=_require(p, "version", str, where),
-                member=_require(p, "member", str, where),
-                sha256=_require(p, "sha256", str, where),
+                name=require_field(p, "name", str, where),
+                version=require_field(p, "version", str, where),
+                member=require_field(p, "member", str, where),
+                sha256=require_field(p, "sha256", str, where),
             )
-            for p in _require(raw, "packages", list, where)
+            for p in require_field(raw, "packages", list, where)
         )
         if not packages:
             raise CardError(f"{where}: a pypi source needs at least one [[sources.packages]].")
@@ -140,14 +141,14 @@ def _parse_source(raw: dict, where: str) -> Source:
             raise CardError(f"{where}: pin every package to an exact version.")
         return Source(
             kind=kind,
-            format=_require(raw, "format", str, where),
-            filename=_require(raw, "filename", str, where),
-            size_bytes=_require(raw, "size_bytes", int, where),
+            format=require_field(raw, "format", str, where),
+            filename=require_field(raw, "filename", str, where),
+            size_bytes=require_field(raw, "size_bytes", int, where),
             sha256=raw["sha256"],
             packages=packages,
         )
     if kind == "hub":
-        files = _require(raw, "files", dict, where)
+        files = require_field(raw, "files", dict, where)
         for name, h in files.items():
             if h and not _SHA.match(h):
                 raise CardError(f"{where}: hash for '{name}' is not a sha256 hex digest.")
@@ -155,14 +156,14 @@ def _parse_source(raw: dict, where: str) -> Source:
                 raise CardError(f"{where}: '{name}' is a pickle file; list safetensors only.")
         return Source(
             kind=kind,
-            repo=_require(raw, "repo", str, where),
-            revision=_require(raw, "revision", str, where),
+            repo=require_field(raw, "repo", str, where),
+            revision=require_field(raw, "revision", str, where),
             files=tuple(sorted(files.items())),
         )
     return Source(
         kind=kind,
         format="gguf" if kind == "local-gguf" else "hf",
-        path=_require(raw, "path", str, where),
+        path=require_field(raw, "path", str, where),
         sha256=raw.get("sha256", ""),
         filename=raw.get("filename", ""),
     )
@@ -170,18 +171,18 @@ def _parse_source(raw: dict, where: str) -> Source:
 
 def parse_card(data: dict, where: str = "card", custom: bool = False) -> ModelCard:
     """Validate a card's raw TOML table and build a ``ModelCard`` (raises ``CardError``)."""
-    card_id = _require(data, "id", str, where)
+    card_id = require_field(data, "id", str, where)
     if not ID_PATTERN.match(card_id):
         raise CardError(
             f"{where}: id '{card_id}' must be lowercase letters, digits, '.', '_' or '-' "
             "(at most 64 characters, starting with a letter or digit)."
         )
-    caps = frozenset(_require(data, "capabilities", list, where))
+    caps = frozenset(require_field(data, "capabilities", list, where))
     unknown = caps - CAPABILITIES
     if unknown:
         raise CardError(f"{where}: unknown capabilities {sorted(unknown)}; use {sorted(CAPABILITIES)}.")
     sources = tuple(
-        _parse_source(s, f"{where} source {i}") for i, s in enumerate(_require(data, "sources", list, where))
+        _parse_source(s, f"{where} source {i}") for i, s in enumerate(require_field(data, "sources", list, where))
     )
     if not sources:
         raise CardError(f"{where}: a card needs at least one [[sources]] table.")
@@ -192,16 +193,16 @@ def parse_card(data: dict, where: str = "card", custom: bool = False) -> ModelCa
     }
     return ModelCard(
         id=card_id,
-        name=_require(data, "name", str, where),
-        family=_require(data, "family", str, where),
-        architecture=_require(data, "architecture", str, where),
-        parameters=_require(data, "parameters", int, where),
-        layers=_require(data, "layers", int, where),
-        heads=_require(data, "heads", int, where),
+        name=require_field(data, "name", str, where),
+        family=require_field(data, "family", str, where),
+        architecture=require_field(data, "architecture", str, where),
+        parameters=require_field(data, "parameters", int, where),
+        layers=require_field(data, "layers", int, where),
+        heads=require_field(data, "heads", int, where),
         kv_heads=data.get("kv_heads", data.get("heads", 0)),
-        context_length=_require(data, "context_length", int, where),
-        license=_require(data, "license", str, where),
-        description=" ".join(_require(data, "description", str, where).split()),
+        context_length=require_field(data, "context_length", int, where),
+        license=require_field(data, "license", str, where),
+        description=" ".join(require_field(data, "description", str, where).split()),
         sources=sources,
         tags=tuple(data.get("tags", ())),
         capabilities=caps,
@@ -213,15 +214,21 @@ def parse_card(data: dict, where: str = "card", custom: bool = False) -> ModelCa
     )
 
 
-def read_card(path: Path, custom: bool = False) -> ModelCard:
+def read_card_file(path: Path, parse, custom: bool = False, what: str = "card"):
+    """Read a TOML card file and ``parse(data, where, custom=...)`` it; the file must be named
+    after the card's id. Every problem is a ``CardError`` that says what to fix."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
-        raise CardError(f"{path}: cannot read the card ({err}). Fix or delete the file.") from err
-    card = parse_card(data, str(path), custom=custom)
+        raise CardError(f"{path}: cannot read the {what} ({err}). Fix or delete the file.") from err
+    card = parse(data, str(path), custom=custom)
     if card.id != path.stem:
         raise CardError(f"{path}: the file name must be the card id ('{card.id}.toml').")
     return card
+
+
+def read_card(path: Path, custom: bool = False) -> ModelCard:
+    return read_card_file(path, parse_card, custom)
 
 
 class Catalog:
