@@ -21,6 +21,7 @@ into place with ``os.replace``; staging folders of dead processes are swept on s
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -52,6 +53,7 @@ from .sources import (
 )
 
 MANIFEST = "manifest.json"
+LOADER = "workbench.runtime.loading:load_model"  # what download_model loads with (a dotted path)
 INSTALLED, AVAILABLE, NEEDS_NETWORK, DAMAGED = "installed", "available", "needs-network", "damaged"
 
 
@@ -455,8 +457,5 @@ class Store:
     def download_model(self, name: str, progress: Progress = quiet, **load_options):
         """Install if needed and return a loaded ``Model``: ``Store().download_model("gpt2")``."""
         self.install(name, progress=progress)
-        from ..runtime.loading import (
-            load_model,  # the one call into the runtime, made lazily
-        )
-
-        return load_model(name, store=self, **load_options)
+        module, _, attr = LOADER.partition(":")  # named, not imported: the store sits below the runtime
+        return getattr(importlib.import_module(module), attr)(name, store=self, **load_options)

@@ -67,9 +67,10 @@ def make_backend(
     module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
     if name == TORCH:
         return module.TorchBackend(model)
-    from ...store import Store
-
-    return module.build(model, name, progress or quiet, device, threads, store or model.store or Store())
+    store = store or model.store
+    if store is None:
+        raise WorkbenchError(f"{model.card.id} was not loaded from a store: pass store= to make an ONNX backend.")
+    return module.build(model, name, progress or quiet, device, threads, store)
 
 
 def backend_settings(backend) -> dict:
