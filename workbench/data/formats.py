@@ -1,9 +1,16 @@
 """Read a user's text file into documents, split off a held-out part, and render documents as
 text for a model.
 
-A *document* is either a string (plain text, JSONL ``text``, or an Alpaca record rendered with
-the Alpaca prompt) or a list of chat messages (``[{"role", "content"}, ...]``), which only a
-tokenizer with a chat template can render (``render``). Formats:
+A *document* is one of three shapes:
+
+- a string (plain text, JSONL ``text``): the loss counts every token;
+- a prompt and its completion, ``{"prompt", "completion"}`` (an Alpaca record: the Alpaca prompt
+  around ``instruction``/``input``, then ``output``), TRL's prompt-completion layout: fine-tuning
+  counts only the completion's tokens in the loss;
+- a list of chat messages (``[{"role", "content"}, ...]``), which only a tokenizer with a chat
+  template can render (``render``): fine-tuning counts only the assistant turns.
+
+Formats:
 
 - ``text``: a ``.txt`` file, one document.
 - ``jsonl-text``: one JSON object per line with a string ``text``.
@@ -21,10 +28,10 @@ from pathlib import Path
 from ..errors import DatasetFormatError
 
 FORMATS = ("text", "jsonl-text", "alpaca", "chat")
-Document = str | list
+Document = str | dict | list  # text | {"prompt", "completion"} | chat messages
 MIN_CHARS = 200  # less text than this cannot be split into training and held-out parts
 HOLD_OUT_EVERY = 10  # every 10th record (or the last tenth of a text) is held out
-ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n{output}"
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"  # then the output
 _FIX = ("Use a .txt file, or a .jsonl file with one JSON object per line holding 'text', "
         "'instruction'/'input'/'output' (Alpaca) or 'messages' (chat).")
 
@@ -88,10 +95,9 @@ def _document(record: dict, fmt: str, path: Path, number: int) -> Document:
                 or "instruction" not in record or "output" not in record:
             raise DatasetFormatError(f"{where}: an Alpaca record needs string 'instruction' and 'output'.")
         extra = record.get("input", "")
-        return ALPACA_PROMPT.format(
-            instruction=record["instruction"], output=record["output"],
-            input_block=f"### Input:\n{extra}\n\n" if extra else "",
-        )
+        prompt = ALPACA_PROMPT.format(instruction=record["instruction"],
+                                      input_block=f"### Input:\n{extra}\n\n" if extra else "")
+        return {"prompt": prompt, "completion": record["output"]}
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages or not all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
@@ -119,8 +125,17 @@ def read_documents(path: str | Path, fmt: str | None = None) -> tuple[str, list[
     return fmt, docs
 
 
+def is_pair(doc: Document) -> bool:
+    """True for a ``{"prompt", "completion"}`` document."""
+    return isinstance(doc, dict) and isinstance(doc.get("prompt"), str) and isinstance(doc.get("completion"), str)
+
+
 def document_chars(doc: Document) -> int:
-    return len(doc) if isinstance(doc, str) else sum(len(m["content"]) for m in doc)
+    if isinstance(doc, str):
+        return len(doc)
+    if is_pair(doc):
+        return len(doc["prompt"]) + len(doc["completion"])
+    return sum(len(m["content"]) for m in doc)
 
 
 def hold_out(documents: list[Document], name: str = "the dataset") -> tuple[list[Document], list[Document]]:
@@ -138,7 +153,7 @@ def hold_out(documents: list[Document], name: str = "the dataset") -> tuple[list
     if len(documents) == 1:
         doc = documents[0]
         if not isinstance(doc, str):
-            raise DatasetFormatError(f"{name} holds one conversation; give at least two to hold one out.")
+            raise DatasetFormatError(f"{name} holds one record; give at least two to hold one out.")
         cut = doc.rfind("\n", 0, int(len(doc) * 0.9))
         cut = cut if cut > len(doc) // 2 else int(len(doc) * 0.9)
         return [doc[:cut]], [doc[cut:].lstrip("\n")]
@@ -152,9 +167,12 @@ def hold_out(documents: list[Document], name: str = "the dataset") -> tuple[list
 
 
 def render(doc: Document, tokenizer=None) -> str:
-    """A document as the text a model reads: chat messages through the tokenizer's chat template."""
+    """A document as the text a model reads: a prompt and its completion joined, chat messages
+    through the tokenizer's chat template."""
     if isinstance(doc, str):
         return doc
+    if is_pair(doc):
+        return doc["prompt"] + doc["completion"]
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise DatasetFormatError(
             "This dataset holds chat conversations ('messages'), and the model's tokenizer has no "

@@ -1,7 +1,8 @@
 """Datasets in the store: list, install, verify, remove, and add a user's own file.
 
 An installed dataset is ``<store>/data/<id>/`` with ``train.jsonl`` and ``eval.jsonl`` (one
-document a line: ``{"text": ...}`` or ``{"messages": [...]}``) and ``manifest.json`` (the
+document a line: ``{"text": ...}``, ``{"prompt": ..., "completion": ...}`` or
+``{"messages": [...]}``) and ``manifest.json`` (the
 source's sha256, size and sha256 of each file, the split). The same discipline as models: a
 lock per dataset (``Store.lock``), everything built in ``Store.staging``, the source's bytes
 checked against the card's sha256, and one ``os.replace`` into place, so a failed or killed
@@ -30,7 +31,7 @@ from ..errors import (
 from ..store import Store
 from ..store.sources import check_sha, sha256_file
 from .cards import ID_PATTERN, DatasetCard, DatasetCatalog, read_dataset_card
-from .formats import hold_out, read_documents
+from .formats import hold_out, is_pair, read_documents
 
 MANIFEST = "manifest.json"
 SPLIT_FILES = {"train": "train.jsonl", "eval": "eval.jsonl"}
@@ -120,7 +121,7 @@ def _local_docs(card: DatasetCard) -> dict[str, list[dict]]:
     check_sha(path, card.source.sha256, path.name)
     _, docs = read_documents(path, card.format)
     train, held = hold_out(docs, path.name)
-    as_record = lambda d: {"text": d} if isinstance(d, str) else {"messages": d}
+    as_record = lambda d: {"text": d} if isinstance(d, str) else d if is_pair(d) else {"messages": d}
     return {"train": [as_record(d) for d in train], "eval": [as_record(d) for d in held]}
 
 

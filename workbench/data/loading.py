@@ -46,7 +46,12 @@ def _read_split(path: Path) -> list[Document]:
     docs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        docs.append(record["text"] if "text" in record else record["messages"])
+        if "text" in record:
+            docs.append(record["text"])
+        elif "prompt" in record:
+            docs.append({"prompt": record["prompt"], "completion": record["completion"]})
+        else:
+            docs.append(record["messages"])
     return docs
 
 

@@ -64,11 +64,11 @@ def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
         before = perplexity(model, dataset, window=window, max_tokens=config.ppl_tokens, reference=False)
         append_log(folder, event="baseline", **before.to_json())
     need = config.max_steps * config.batch_size if config.max_steps else None
-    train_blocks, eval_blocks = build_blocks(
+    train_blocks, eval_blocks, facts = build_blocks(
         model.tokenizer, dataset, config.seq_length, need, config.eval_tokens, config.seed
     )
     append_log(folder, event="data", train_blocks=len(train_blocks), eval_blocks=len(eval_blocks),
-               seq_length=config.seq_length, dataset=dataset.id, dataset_sha256=dataset.sha256)
+               seq_length=config.seq_length, dataset=dataset.id, dataset_sha256=dataset.sha256, **facts)
     targets = "all-linear" if tuple(config.target_modules) == ("all-linear",) else list(config.target_modules)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=targets, task_type="CAUSAL_LM")

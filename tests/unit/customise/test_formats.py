@@ -33,8 +33,9 @@ def test_jsonl_text_alpaca_and_chat(tmp_path):
     fmt, docs = read_documents(write_jsonl(tmp_path / "b.jsonl", [
         {"instruction": "Add", "input": "2 and 2", "output": "4"}, {"instruction": "Greet", "output": "Hello"}]))
     assert fmt == "alpaca"
-    assert docs[0] == ALPACA_PROMPT.format(instruction="Add", input_block="### Input:\n2 and 2\n\n", output="4")
-    assert "### Input" not in docs[1]
+    prompt = ALPACA_PROMPT.format(instruction="Add", input_block="### Input:\n2 and 2\n\n")
+    assert docs[0] == {"prompt": prompt, "completion": "4"} and render(docs[0]) == prompt + "4"
+    assert "### Input" not in docs[1]["prompt"]
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
     fmt, docs = read_documents(write_jsonl(tmp_path / "c.jsonl", [{"messages": chat}] * 3))
     assert fmt == "chat" and docs[0] == chat
