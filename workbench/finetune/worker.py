@@ -111,7 +111,9 @@ def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
         (last / ".complete").write_text("final")
         append_log(folder, event="saved", step=step)
     append_log(folder, event="trained", step=step)
-    write_state(folder, status=TRAINED, step=step, eta_s=None)
+    # With auto_finish the finish step follows in this process: the state goes straight to
+    # "finishing", so nobody polling in between reads "trained" (not active) and stops waiting.
+    write_state(folder, status=FINISHING if config.auto_finish else TRAINED, step=step, eta_s=None)
     del trainer, peft_model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return TRAINED

@@ -45,9 +45,21 @@ def wait_for(store, job_id, predicate, timeout=240):
     raise AssertionError("timed out")
 
 
+def watch(store, job_id, poll_s=0.02, timeout_s=300):
+    """Poll the job's status as fast as a page could until it is no longer active; returns the
+    final status and every status seen, in order (repeats collapsed)."""
+    seen = []
+    final = wait(store, job_id, poll_s=poll_s, timeout_s=timeout_s,
+                 on_update=lambda now, _: seen.append(now.status) if not seen or seen[-1] != now.status else None)
+    return final, seen
+
+
 def test_training_lowers_the_loss_and_finishes_into_a_new_model(tiny_store, text_file):
     job = start_job(tiny_store, FinetuneConfig("tiny-llama", str(text_file), "tiny-tuned", max_steps=15, **FAST))
-    final = wait(tiny_store, job, poll_s=0.3, timeout_s=300)
+    final, seen = watch(tiny_store, job)
+    # training hands over to finishing without a "trained" moment in between (a poller that read
+    # "trained" there took the job for done before its model existed)
+    assert seen[-1] == "finished" and "trained" not in seen and "failed" not in seen, seen
     assert final.status == "finished" and final.model_id == "tiny-tuned", final
     log = events(tiny_store, job)
     evals = [e["eval_loss"] for e in log if e["event"] == "eval"]
