@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -32,6 +33,7 @@ def summarise(log: list[dict]) -> dict:
         eta[f"{int(share * 100)}%"] = {"step": s["step"], "eta_s": s["eta_s"], "real_s": real,
                                        "error_pct": (s["eta_s"] - real) / real * 100 if real > 0 else None}
     finished = next((e for e in log if e.get("event") == "finished"), {})
+    data = next((e for e in reversed(log) if e.get("event") == "data"), {})
     base = next((e for e in log if e.get("event") == "baseline"), {})
     evals = [e for e in log if e.get("event") == "eval"]
     return {
@@ -45,6 +47,8 @@ def summarise(log: list[dict]) -> dict:
         "perplexity_after": finished.get("perplexity_after"),
         "perplexity_tokens": base.get("tokens"), "window": base.get("window"), "stride": base.get("stride"),
         "eta": eta,
+        "threads": data.get("threads"), "load_average_at_start": data.get("load_average"),
+        "step_tokens": tokens_per_step, "evaluations": len(evals),
         "job_seconds": log[-1]["time"] - log[0]["time"],
     }
 
@@ -55,17 +59,26 @@ def main() -> None:
     parser.add_argument("--dataset", default="shakespeare")
     parser.add_argument("--out", default=f"bench-bard-{int(time.time())}")
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other FinetuneConfig setting, e.g. --set learning_rate=2e-3 --set threads=2")
     parser.add_argument("--job", help="summarise this job instead of starting one")
     args = parser.parse_args()
     store = Store()
     job = args.job
     if job is None:
         extra = {"max_steps": args.max_steps} if args.max_steps else {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            kind = type(getattr(FinetuneConfig, key))
+            extra[key] = (tuple(json.loads(value)) if kind is tuple else value.lower() in ("1", "true", "yes")
+                          if kind is bool else kind(value))
         job = start_job(store, FinetuneConfig(args.base, args.dataset, args.out, **extra))
         wait(store, job, poll_s=5.0)
     result = summarise(events(store, job))
     print(f"job {job}: {result['steps']} steps in {result['train_seconds']:.0f} s of training "
           f"({result['job_seconds']:.0f} s with before/after and merging)")
+    print(f"threads             {result['threads']} (load average {result['load_average_at_start']} at start, "
+          f"{os.getloadavg()[0]:.2f} now)")
     print(f"training tokens/s   {result['train_tokens_per_s']:.1f} (whole run)  "
           f"{result['step_tokens_per_s_median']:.1f} (median step)")
     print(f"eval loss           {result['eval_loss_first']:.4f} -> {result['eval_loss_last']:.4f}")

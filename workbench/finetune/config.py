@@ -41,7 +41,7 @@ class FinetuneConfig:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     new_tokens: int = 32
     device: str = "auto"
-    threads: int = 0  # 0: the CPUs this process may use
+    threads: int = 0  # 0: the CPUs other work leaves free (worker.training_threads)
     auto_finish: bool = True  # merge and add to the store when training ends (not when stopped)
 
     def __post_init__(self):

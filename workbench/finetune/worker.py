@@ -35,14 +35,29 @@ from .jobs import (
 )
 
 
+def training_threads(requested: int, cpus: int, load1: float) -> int:
+    """torch's intra-op CPU threads for a job: ``requested`` when above 0; else the CPUs other
+    work leaves free, ``cpus - round(1-minute load average)``, at least 1 and at most ``cpus``.
+
+    Threads of one operation wait for each other at its end, so on a busy CPU two threads lose to
+    one: on the 2-core machine this was built on, with other work holding the load average at 4-7,
+    SmolLM2-135M + LoRA trained at ~6 tokens/s on 2 threads and ~23 on 1, and a tiny model's
+    step took 4 s on 2 threads and 0.07 s on 1 (see README, "Customise")."""
+    if requested > 0:
+        return requested
+    return max(1, min(cpus, cpus - round(load1)))
+
+
 def _load(store: Store, config: FinetuneConfig):
+    from ..common import cpu_count
     from ..data.loading import load_dataset
     from ..runtime.devices import set_threads
     from ..runtime.loading import load_model
 
-    set_threads(config.threads or None)
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # before this job adds its own
+    threads = set_threads(training_threads(config.threads, cpu_count(), load1))
     model = load_model(config.base, store=store, device=config.device)
-    return model, load_dataset(store, config.dataset)
+    return model, load_dataset(store, config.dataset), {"threads": threads, "load_average": round(load1, 2)}
 
 
 def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
@@ -55,7 +70,7 @@ def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
     from .callback import JobCallback
 
     set_seed(config.seed)
-    model, dataset = _load(store, config)
+    model, dataset, cpu = _load(store, config)
     if config.seq_length > model.context_length:
         raise WorkbenchError(f"seq_length {config.seq_length} is longer than {model.card.id}'s context "
                              f"({model.context_length}); lower it.")
@@ -68,7 +83,8 @@ def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
         model.tokenizer, dataset, config.seq_length, need, config.eval_tokens, config.seed
     )
     append_log(folder, event="data", train_blocks=len(train_blocks), eval_blocks=len(eval_blocks),
-               seq_length=config.seq_length, dataset=dataset.id, dataset_sha256=dataset.sha256, **facts)
+               seq_length=config.seq_length, dataset=dataset.id, dataset_sha256=dataset.sha256, **facts,
+               **cpu, device=str(model.device))
     targets = "all-linear" if tuple(config.target_modules) == ("all-linear",) else list(config.target_modules)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
@@ -125,7 +141,7 @@ def finish_step(store: Store, folder: Path, config: FinetuneConfig) -> str:
 
     write_state(folder, status=FINISHING, pid=os.getpid())
     unload(config.base)  # the training run changed the cached module in place (LoRA layers)
-    model, dataset = _load(store, config)
+    model, dataset, _ = _load(store, config)
     model_id = finish(store, folder, config, model, dataset)
     write_state(folder, status=FINISHED, model_id=model_id)
     return FINISHED

@@ -165,3 +165,13 @@ def test_disk_full_while_saving_adds_nothing(tiny_store, text_file, monkeypatch)
     assert not (folder / "merged").exists() and not (folder / "merged.partial").exists()
     tiny_store.catalog.reload()
     assert "tiny-full" not in tiny_store.catalog and status(tiny_store, job).status == "trained"
+
+
+def test_training_threads_leave_busy_cpus_alone():
+    from workbench.finetune.worker import training_threads
+
+    assert training_threads(3, cpus=2, load1=9.0) == 3  # asked for: kept
+    assert training_threads(0, cpus=2, load1=0.1) == 2  # idle machine: every CPU
+    assert training_threads(0, cpus=2, load1=1.2) == 1  # one CPU busy with other work
+    assert training_threads(0, cpus=2, load1=6.0) == 1  # never fewer than one
+    assert training_threads(0, cpus=16, load1=3.4) == 13
