@@ -78,8 +78,12 @@ with st.container(border=True, key="ft_settings"):
     seq = h6.number_input("Sequence length", 8, 4096, d.seq_length, key="ft_seq")
     batch = h7.number_input("Batch", 1, 256, d.batch_size, key="ft_batch")
     seed = h8.number_input("Seed", 0, 2**31 - 1, d.seed, key="ft_seed")
-    targets = st.text_input("Target modules", ", ".join(d.target_modules), key="ft_targets",
+    t1, t2 = st.columns([3, 1])
+    targets = t1.text_input("Target modules", ", ".join(d.target_modules), key="ft_targets",
                             help="all-linear: every linear layer but the output head; or names like q_proj, v_proj.")
+    threads = t2.number_input("Training threads (0: auto)", 0, 256, d.threads, key="ft_threads",
+                              help="torch CPU threads of the job. Auto takes the CPUs other work leaves free "
+                                   "(by the load average): on a busy CPU one thread beats two.")
     out = st.text_input("New model id", f"{base.id}-{(dataset_spec and Path(dataset_spec).stem) or 'tuned'}"[:60],
                         key="ft_out")
     start = st.button("Start fine-tuning", type="primary", key="ft_start", disabled=dataset_spec is None)
@@ -89,7 +93,7 @@ if start:
         config = FinetuneConfig(
             base.id, dataset_spec, out.strip().lower(), rank=int(rank), alpha=int(alpha), dropout=float(dropout),
             learning_rate=float(lr), max_steps=int(steps), seq_length=int(seq), batch_size=int(batch),
-            seed=int(seed), target_modules=tuple(t.strip() for t in targets.split(",") if t.strip()),
+            seed=int(seed), threads=int(threads), target_modules=tuple(t.strip() for t in targets.split(",") if t.strip()),
         )
         st.session_state[Keys.job] = jobs.start_job(store, config)
     except WorkbenchError as err:
