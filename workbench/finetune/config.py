@@ -2,8 +2,9 @@
 job's ``config.json``. Validation says which setting to change; no torch here.
 
 The defaults are the ones measured to give SmolLM2-135M a visible drop in held-out perplexity on
-the shipped Shakespeare corpus in about nine minutes on the 2-core CPU this was built on, which
-trains at about 10 tokens/s (see README, "Customise"); ``max_steps=40`` goes further.
+the shipped Shakespeare corpus (16.85 -> 15.37) in about three minutes of training (4.5 for the
+whole job) on the busy 2-core CPU this was built on, at 25 tokens/s on one thread (see README,
+"Customise"); ``max_steps=40`` goes further.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ class FinetuneConfig:
     epochs: float = 1.0
     seq_length: int = 128
     batch_size: int = 4
-    warmup_steps: int = 4
+    warmup_steps: int = 1  # of 8 steps: 4 spent half the run below the set rate
     seed: int = 0
     eval_every: int = 4  # steps between evaluations (and checkpoints)
-    eval_tokens: int = 1024  # held-out tokens of each evaluation's loss
+    eval_tokens: int = 512  # held-out tokens of each evaluation's loss (4 blocks of 128)
     # before/after
     ppl_window: int = 256
     ppl_tokens: int = 512
