@@ -12,6 +12,8 @@ Contract:
 - ``on_event`` is called from the batcher thread with a ``TokenEvent`` per generated token, then
   exactly one ``DoneEvent`` or ``ErrorEvent``. It must be quick and must not raise.
 - ``job.cancel()`` (a client that went away) takes the job out before the next step.
+- ``timings`` keeps the last engine calls (``EngineCall``: prefill chunk or decode step, rows,
+  seconds), for benchmarks and the API page; clear it to start a new window.
 - Text: the new tokens are decoded together (special tokens skipped); a token whose text is an
   incomplete UTF-8 character, or could be the start of a stop string, is held back until known.
   A stop string ends the text before it (finish ``"stop"``), as does end-of-sequence; the token
@@ -57,6 +59,13 @@ class DoneEvent:
     @property
     def tokens_per_s(self) -> float:
         return self.completion_tokens / (self.total_ms / 1000) if self.total_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    kind: str  # "prefill" (one chunk of a joining group) | "decode" (one step of every active row)
+    rows: int
+    seconds: float  # wall time of the engine call, lock held
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,7 @@ class Batcher:
         self._closed = False
         self._close_error: WorkbenchError | None = None
         self._recent_s: collections.deque[float] = collections.deque(maxlen=32)
+        self.timings: collections.deque[EngineCall] = collections.deque(maxlen=4096)
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.model_id}", daemon=True)
         self._thread.start()
 
@@ -209,7 +219,9 @@ class Batcher:
                 job.generator = torch.Generator(device="cpu").manual_seed(seed)
             self._prefill = self.engine.start([job.prompt_ids for job in self.joining])
         with self.model.lock:
+            t0 = time.perf_counter()
             logits = self.engine.advance(self._prefill, self.prefill_chunk)  # (N, V) once read
+            self.timings.append(EngineCall("prefill", len(self.joining), time.perf_counter() - t0))
         if logits is None:
             return
         with self._cv:
@@ -220,7 +232,9 @@ class Batcher:
     def _step(self) -> None:
         tokens = [job.ids[-1] for job in self.active]
         with self.model.lock:
+            t0 = time.perf_counter()
             logits = self.engine.step(tokens)  # (B, V)
+            self.timings.append(EngineCall("decode", len(tokens), time.perf_counter() - t0))
         done = [job for job, row in zip(list(self.active), logits) if self._take(job, row)]
         self._drop(done, None)
 

@@ -93,9 +93,12 @@ def test_greedy_equals_solo_while_a_long_prompt_is_read_in_chunks_between_steps(
             while not isinstance(ev := q.get(timeout=60), DoneEvent):
                 toks.append(ev.token_id)
             got[name] = toks
+        calls = list(b.timings)
     finally:
         b.close()
     assert [got["short"], got["long"]] == solo
+    assert sum(c.kind == "prefill" for c in calls) >= len(long) // 4 + 1  # one call per chunk
+    assert any(c.kind == "decode" for c in calls) and all(c.seconds > 0 and c.rows == 1 for c in calls)
     assert len(long) > 4 * 12 and order.index("long") >= 8  # the short one kept decoding meanwhile
 
 
