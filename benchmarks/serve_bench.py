@@ -7,7 +7,10 @@ request does the same work). Per phase: aggregate generated tokens/s over the ph
 time to first token and per-token latency (gaps between a stream's tokens) p50/p99, seen by the
 clients, and whether every output equals the same prompt's solo output. Then, in-process: how far
 batching moves the logits (max |Δ| over every step of 8 prompts decoded together vs alone) and
-whether seeded sampled requests give the solo text at concurrency 4.
+whether seeded sampled requests give the solo text at concurrency 4. Last, what bounds the speedup:
+one decode forward pass of the bare module (``DynamicCache``, no mask) and one ``engine.step`` for
+1, 4 and 8 rows at the same context, same threads, same run: if 4 rows cost r times 1 row, 4
+clients can reach at most 4 / r times one client's tokens/s.
 
 Uses the store at $WORKBENCH_HOME (default ~/.cache/gpt-store-workbench). Prints a table, then one
 JSON line. Bounded: ``--requests`` per client and ``--time-limit`` seconds in all.
@@ -19,12 +22,14 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import os
 import sys
 import time
 
 import numpy as np
 import requests
-
+import torch
+from transformers import DynamicCache
 
 from workbench.runtime.sampling import argmax
 from workbench.serve.engine import TorchBatchEngine
@@ -65,7 +70,11 @@ def stream_one(base: str, key: str, prompt: str, max_tokens: int, **extra) -> di
             "gaps_ms": gaps.tolist()}
 
 
-def phase(base: str, key: str, clients: int, per_client: int, max_tokens: int, solo: dict) -> dict:
+def phase(base: str, key: str, clients: int, per_client: int, max_tokens: int, solo: dict, batcher) -> dict:
+    """One concurrency level; besides the clients' view, the batcher's own engine calls in the same
+    window: decode steps per batch size (median ms) and the share of the wall time spent in the
+    engine (the rest: HTTP, tokenizing, sampling, hand-offs, idle)."""
+    batcher.timings.clear()
     jobs = [[PROMPTS[(c + i * clients) % len(PROMPTS)] for i in range(per_client)] for c in range(clients)]
 
     def client(prompts):
@@ -75,6 +84,11 @@ def phase(base: str, key: str, clients: int, per_client: int, max_tokens: int, s
     with cf.ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(client, jobs) for r in rs]
     wall = time.perf_counter() - t0
+    calls = list(batcher.timings)
+    steps: dict[int, list[float]] = {}
+    for c in calls:
+        if c.kind == "decode":
+            steps.setdefault(c.rows, []).append(c.seconds * 1000)
     tokens = sum(r["tokens"] for _, r in results)
     ttft = [r["ttft_ms"] for _, r in results]
     gaps = [g for _, r in results for g in r["gaps_ms"]]
@@ -84,6 +98,10 @@ def phase(base: str, key: str, clients: int, per_client: int, max_tokens: int, s
         "ttft_p50_ms": float(np.percentile(ttft, 50)), "ttft_p99_ms": float(np.percentile(ttft, 99)),
         "token_p50_ms": float(np.percentile(gaps, 50)), "token_p99_ms": float(np.percentile(gaps, 99)),
         "equal_to_solo": all(r["text"] == solo[p] for p, r in results),
+        "decode_ms_by_rows": {b: float(np.median(v)) for b, v in sorted(steps.items())},
+        "decode_steps_by_rows": {b: len(v) for b, v in sorted(steps.items())},
+        "engine_decode_s": sum(c.seconds for c in calls if c.kind == "decode"),
+        "engine_prefill_s": sum(c.seconds for c in calls if c.kind == "prefill"),
     }
 
 
@@ -125,6 +143,40 @@ def logit_drift(model, max_tokens: int) -> dict:
     return {"max_abs_logit_delta": drift, "argmax_flips": flips, "steps_compared": compared}
 
 
+def forward_cost(model, rows=(1, 4, 8), context: int = 24, steps: int = 8, rounds: int = 3) -> dict:
+    """Median ms of one decode forward pass for each batch size in ``rows`` at ``context`` cached
+    positions: the bare module (no mask, no position ids) and ``engine.step`` (the server's call).
+    Batch sizes are interleaved over ``rounds`` so load changes hit them alike."""
+    prompt = (model.tokenizer(" ".join(PROMPTS))["input_ids"] * 4)[:context]
+    times = {("module", b): [] for b in rows} | {("engine", b): [] for b in rows}
+
+    @torch.inference_mode()
+    def module(b):
+        out = model.module(input_ids=torch.tensor([prompt] * b), past_key_values=DynamicCache(), use_cache=True,
+                           logits_to_keep=1)
+        for _ in range(steps):
+            ids = out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            t0 = time.perf_counter()
+            out = model.module(input_ids=ids, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+            times["module", b].append(time.perf_counter() - t0)
+
+    def engine(b):
+        e = TorchBatchEngine(model)
+        logits = e.advance(e.start([prompt] * b))
+        for _ in range(steps):
+            ids = [argmax(row) for row in logits]
+            t0 = time.perf_counter()
+            logits = e.step(ids)
+            times["engine", b].append(time.perf_counter() - t0)
+
+    for _ in range(rounds):
+        for b in rows:
+            module(b)
+            engine(b)
+    ms = {f"{kind}_{b}_ms": float(np.median(v)) * 1000 for (kind, b), v in times.items()}
+    return {"context": context, "threads": torch.get_num_threads(), **ms}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", default="1,2,4,8")
@@ -134,9 +186,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = ap.parse_args()
     deadline = time.monotonic() + args.time_limit
+    load_start = list(os.getloadavg())
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     store = Store()
     keys = KeyStore(store.home)
@@ -153,7 +204,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 print(f"time limit reached; skipped {c} clients", file=sys.stderr)
                 continue
-            rows.append(phase(server.url, key, c, args.requests, args.max_tokens, solo))
+            rows.append(phase(server.url, key, c, args.requests, args.max_tokens, solo, registry.get(MODEL)))
             print(f"  {c} clients done: {rows[-1]['tokens_per_s']:.1f} tok/s", file=sys.stderr)
         if time.monotonic() < deadline:
             sampled = {"temperature": 0.8, "top_p": 0.95, "seed": 7}
@@ -166,6 +217,9 @@ def main() -> int:
             batcher = registry.get(MODEL)
             with batcher.model.lock:
                 extra["logits"] = logit_drift(batcher.model, args.max_tokens)
+        if time.monotonic() < deadline:
+            with batcher.model.lock:
+                extra["forward"] = forward_cost(batcher.model)
     finally:
         server.stop()
         registry.close()
@@ -181,12 +235,36 @@ def main() -> int:
         print(f"{r['clients']:>7} {r['requests']:>8} {r['tokens_per_s']:>7.1f} {r['speedup']:>5.2f} "
               f"{r['ttft_p50_ms']:>7.0f}ms {r['ttft_p99_ms']:>7.0f}ms {r['token_p50_ms']:>6.0f}ms "
               f"{r['token_p99_ms']:>6.0f}ms  {'yes' if r['equal_to_solo'] else 'NO'}")
+    print("\nwhere each phase's wall time went (the batcher's own engine calls, same window):")
+    print(f"{'clients':>7} {'decode':>7} {'prefill':>8} {'other':>6}  median decode step by rows (ms)")
+    for r in rows:
+        other = r["wall_s"] - r["engine_decode_s"] - r["engine_prefill_s"]
+        by_rows = ", ".join(f"{b}: {ms:.0f}" for b, ms in r["decode_ms_by_rows"].items())
+        print(f"{r['clients']:>7} {r['engine_decode_s'] / r['wall_s']:>7.0%} {r['engine_prefill_s'] / r['wall_s']:>8.0%} "
+              f"{other / r['wall_s']:>6.0%}  {by_rows}")
     if "logits" in extra:
         lg = extra["logits"]
         print(f"\nbatching moves logits by at most {lg['max_abs_logit_delta']:.2e} "
               f"({lg['argmax_flips']} greedy flips in {lg['steps_compared']} steps)")
     if "seeded_sampling_equal_at_4" in extra:
         print(f"seeded sampling at 4 clients equals solo: {'yes' if extra['seeded_sampling_equal_at_4'] else 'no'}")
+    if "forward" in extra:
+        fw = extra["forward"]
+        fw["ratio_4_vs_1"] = fw["module_4_ms"] / fw["module_1_ms"]
+        fw["bound_4_clients"] = 4 / fw["ratio_4_vs_1"]
+        print(f"\none decode forward at {fw['context']} cached positions, {fw['threads']} torch threads (ms):")
+        print(f"{'rows':>6} {'module':>8} {'engine.step':>12}")
+        for b in (1, 4, 8):
+            print(f"{b:>6} {fw[f'module_{b}_ms']:>8.1f} {fw[f'engine_{b}_ms']:>12.1f}")
+        print(f"4 rows cost {fw['ratio_4_vs_1']:.2f}x one row: torch alone bounds 4 clients at "
+              f"{fw['bound_4_clients']:.2f}x one client")
+    one = next((r for r in rows if r["clients"] == 1 and 1 in r["decode_ms_by_rows"]), None)
+    if one:
+        token, step = one["token_p50_ms"], one["decode_ms_by_rows"][1]
+        print(f"one client's token through the server: {token:.0f} ms p50, of which the decode step "
+              f"{step:.0f} ms (same window): {token - step:.0f} ms elsewhere")
+    print(f"load average at the start {load_start[0]:.1f}, at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
+    extra["load_average"], extra["load_average_start"] = list(os.getloadavg()), load_start
     four = next((r for r in rows if r["clients"] == 4), None)
     summary = {"model": MODEL, "max_tokens": args.max_tokens, "rows": rows, **extra,
                "speedup_4_clients": four["speedup"] if four else None,

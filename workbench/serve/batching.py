@@ -3,12 +3,17 @@
 Contract:
 - ``submit(prompt_ids, params, on_event)`` queues a request and returns its ``Job`` at once; it
   raises ``QueueFullError`` (429) when ``max_waiting`` requests already wait.
-- Between decode steps waiting jobs join (each prefilled alone, then stacked into the batch, up to
-  ``max_batch`` rows) and finished or cancelled ones leave. Each step is one ``engine.step`` for
-  all rows, under ``model.lock`` (code that mutates the module holds it too).
+- Between decode steps waiting jobs join and finished or cancelled ones leave. The jobs waiting
+  when no prefill is under way form one group (up to ``max_batch`` rows in all), read together in
+  one forward pass per loop, ``prefill_chunk`` prompt positions at a time, each chunk followed by
+  a decode step of the rows already active; once read, the group's rows join the batch. Each
+  decode step is one ``engine.step`` for all rows. Engine calls run under ``model.lock`` (code
+  that mutates the module holds it too).
 - ``on_event`` is called from the batcher thread with a ``TokenEvent`` per generated token, then
   exactly one ``DoneEvent`` or ``ErrorEvent``. It must be quick and must not raise.
 - ``job.cancel()`` (a client that went away) takes the job out before the next step.
+- ``timings`` keeps the last engine calls (``EngineCall``: prefill chunk or decode step, rows,
+  seconds), for benchmarks and the API page; clear it to start a new window.
 - Text: the new tokens are decoded together (special tokens skipped); a token whose text is an
   incomplete UTF-8 character, or could be the start of a stop string, is held back until known.
   A stop string ends the text before it (finish ``"stop"``), as does end-of-sequence; the token
@@ -57,6 +62,13 @@ class DoneEvent:
 
 
 @dataclass(frozen=True)
+class EngineCall:
+    kind: str  # "prefill" (one chunk of a joining group) | "decode" (one step of every active row)
+    rows: int
+    seconds: float  # wall time of the engine call, lock held
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     error: WorkbenchError
 
@@ -85,9 +97,10 @@ class Job:
 class Batcher:
     """Continuous batching over one model's ``engine`` (see the module docstring)."""
 
-    def __init__(self, model, engine, max_batch: int = 8, max_waiting: int = 32, metrics=None):
-        if max_batch < 1 or max_waiting < 0:
-            raise WorkbenchError("max_batch must be at least 1 and max_waiting at least 0.")
+    def __init__(self, model, engine, max_batch: int = 8, max_waiting: int = 32, metrics=None,
+                 prefill_chunk: int = 64):
+        if max_batch < 1 or max_waiting < 0 or prefill_chunk < 1:
+            raise WorkbenchError("max_batch and prefill_chunk must be at least 1, max_waiting at least 0.")
         self.model, self.engine = model, engine
         self.model_id = model.card.id
         self.tokenizer = model.tokenizer
@@ -96,11 +109,14 @@ class Batcher:
         self.metrics = metrics
         self.waiting: collections.deque[Job] = collections.deque()
         self.active: list[Job] = []
-        self.joining: list[Job] = []  # taken from the queue, being prefilled
+        self.joining: list[Job] = []  # taken from the queue, being prefilled together
+        self.prefill_chunk = prefill_chunk
+        self._prefill = None  # the engine's handle on the group being read
         self._cv = threading.Condition()
         self._closed = False
         self._close_error: WorkbenchError | None = None
         self._recent_s: collections.deque[float] = collections.deque(maxlen=32)
+        self.timings: collections.deque[EngineCall] = collections.deque(maxlen=4096)
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.model_id}", daemon=True)
         self._thread.start()
 
@@ -163,12 +179,13 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and not self.waiting and not self.active:
+                while not self._closed and not self.waiting and not self.active and not self.joining:
                     self._cv.wait(0.5)
                 if self._closed:
                     break
-                while self.waiting and len(self.active) + len(self.joining) < self.max_batch:
-                    self.joining.append(self.waiting.popleft())
+                if not self.joining:  # a new group: everything waiting that fits
+                    while self.waiting and len(self.active) + len(self.joining) < self.max_batch:
+                        self.joining.append(self.waiting.popleft())
             try:
                 self._admit()
                 self._drop([j for j in self.active if j.cancelled], "cancelled")
@@ -189,26 +206,35 @@ class Batcher:
         self.active, self.waiting = [], collections.deque()
 
     def _admit(self) -> None:
-        while self.joining:
-            job = self.joining[0]
-            if job.cancelled:
-                self.joining.pop(0)
+        """Read the next chunk of the joining group; once read, its jobs join and take a token."""
+        if self._prefill is None:
+            for job in [j for j in self.joining if j.cancelled]:
+                self.joining.remove(job)
                 self._finish(job, "cancelled")
-                continue
-            job.started = time.perf_counter()
-            seed = job.params.seed if job.params.seed is not None else secrets.randbits(63)
-            job.generator = torch.Generator(device="cpu").manual_seed(seed)
-            with self.model.lock:
-                logits = self.engine.add(job.prompt_ids)
-            with self._cv:
-                self.active.append(self.joining.pop(0))
-            if self._take(job, logits):
-                self._drop([job], None)
+            if not self.joining:
+                return
+            for job in self.joining:
+                job.started = time.perf_counter()
+                seed = job.params.seed if job.params.seed is not None else secrets.randbits(63)
+                job.generator = torch.Generator(device="cpu").manual_seed(seed)
+            self._prefill = self.engine.start([job.prompt_ids for job in self.joining])
+        with self.model.lock:
+            t0 = time.perf_counter()
+            logits = self.engine.advance(self._prefill, self.prefill_chunk)  # (N, V) once read
+            self.timings.append(EngineCall("prefill", len(self.joining), time.perf_counter() - t0))
+        if logits is None:
+            return
+        with self._cv:
+            group, self.joining, self._prefill = self.joining, [], None
+            self.active.extend(group)
+        self._drop([job for job, row in zip(group, logits) if self._take(job, row)], None)
 
     def _step(self) -> None:
         tokens = [job.ids[-1] for job in self.active]
         with self.model.lock:
+            t0 = time.perf_counter()
             logits = self.engine.step(tokens)  # (B, V)
+            self.timings.append(EngineCall("decode", len(tokens), time.perf_counter() - t0))
         done = [job for job, row in zip(list(self.active), logits) if self._take(job, row)]
         self._drop(done, None)
 
@@ -225,7 +251,7 @@ class Batcher:
     def _fail_all(self, err: WorkbenchError) -> None:
         for job in self.active + self.joining:
             job.on_event(ErrorEvent(err))
-        self.active, self.joining = [], []
+        self.active, self.joining, self._prefill = [], [], None
         self.engine.reset()
 
     def _take(self, job: Job, logits: torch.Tensor) -> bool:

@@ -36,9 +36,9 @@ def _solo(model, ids, params):
         b.close()
 
 
-def _together(model, prompts_ids, params_list, max_batch=8):
-    """Submit all at once (rows join one by one and leave at different steps)."""
-    b = Batcher(model, TorchBatchEngine(model), max_batch=max_batch)
+def _together(model, prompts_ids, params_list, max_batch=8, prefill_chunk=64):
+    """Submit all at once (read as one group, rows leave at different steps)."""
+    b = Batcher(model, TorchBatchEngine(model), max_batch=max_batch, prefill_chunk=prefill_chunk)
     queues = []
     with model.lock:  # nothing runs until every request is queued
         for ids, p in zip(prompts_ids, params_list):
@@ -64,6 +64,42 @@ def test_greedy_in_a_batch_equals_each_request_alone(tiny_store, name):
     batched = _together(model, ids, params)
     assert [[t.token_id for t in toks] for toks, _ in batched] == solo
     assert [done.completion_tokens for _, done in batched] == [20, 7, 30, 12, 25]
+
+
+def test_greedy_equals_solo_while_a_long_prompt_is_read_in_chunks_between_steps(tiny_store):
+    model = _model(tiny_store, "tiny-llama")
+    long = model.tokenizer(" ".join(PROMPTS * 4))["input_ids"]
+    short = model.tokenizer(PROMPTS[0])["input_ids"]
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    solo = [[t.token_id for t in _solo(model, i, params)[0]] for i in (short, long)]
+    b = Batcher(model, TorchBatchEngine(model), prefill_chunk=4)
+    order: list[str] = []
+    try:
+        events = {name: queue.Queue() for name in ("short", "long")}
+
+        def on(name):
+            return lambda ev: (order.append(name), events[name].put(ev))
+
+        with model.lock:  # the short one is read first, then the long one joins in chunks
+            b.submit(short, params, on("short"))
+            while not b.joining:
+                threading.Event().wait(0.01)
+        while not order:
+            threading.Event().wait(0.01)
+        b.submit(long, params, on("long"))
+        got = {}
+        for name, q in events.items():
+            toks = []
+            while not isinstance(ev := q.get(timeout=60), DoneEvent):
+                toks.append(ev.token_id)
+            got[name] = toks
+        calls = list(b.timings)
+    finally:
+        b.close()
+    assert [got["short"], got["long"]] == solo
+    assert sum(c.kind == "prefill" for c in calls) >= len(long) // 4 + 1  # one call per chunk
+    assert any(c.kind == "decode" for c in calls) and all(c.seconds > 0 and c.rows == 1 for c in calls)
+    assert len(long) > 4 * 12 and order.index("long") >= 8  # the short one kept decoding meanwhile
 
 
 def test_solo_greedy_matches_the_workbench_generation_loop(tiny_store):
@@ -110,6 +146,23 @@ def test_the_engine_keeps_each_rows_logits_while_rows_join_and_leave(tiny_store)
         for got, want in zip(seen[r], ref[r]):
             assert torch.allclose(got, want, atol=1e-4), (r, float((got - want).abs().max()))
     assert e.mask[:, 0].any()  # no all-padding column is left
+
+
+@pytest.mark.parametrize("columns", [None, 3])
+def test_a_group_read_together_gives_each_row_its_solo_logits(tiny_store, columns):
+    import torch
+
+    model = _model(tiny_store, "tiny-llama")
+    ids = [model.tokenizer(p)["input_ids"] for p in PROMPTS]
+    solo = [TorchBatchEngine(model).add(i) for i in ids]
+    e = TorchBatchEngine(model)
+    first = e.add(ids[0])  # a row already decoding when the group joins
+    pre = e.start(ids[1:])
+    while (logits := e.advance(pre, columns)) is None:
+        e.step([argmax(first)])  # the batch keeps stepping between chunks
+    assert logits.shape[0] == len(ids) - 1 and e.rows == len(ids)
+    for got, want in zip(logits, solo[1:]):
+        assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
 
 
 def test_seeded_sampling_repeats_at_the_same_concurrency(tiny_store):
