@@ -216,6 +216,22 @@ def attribution_figure(result: AttributionResult) -> go.Figure:
     return _finish(fig, plotly_text(f"Which tokens drove '{result.target_token}'"), note, height=380)
 
 
+def path_figure(result: AttributionResult) -> go.Figure:
+    """The target's logit along the integrated-gradients path from the baseline (α = 0) to the
+    input (α = 1), a marker at every node the integral used (the adaptive grid puts them where the
+    line bends). The title states the completeness error."""
+    fig = go.Figure()
+    fig.add_scatter(x=result.path_alphas, y=result.path_logits, mode="lines+markers", name="f",
+                    marker=dict(size=5), hovertemplate="α = %{x:.4f}<br>logit %{y:.3f}<extra></extra>")
+    fig.update_xaxes(title="α (0 = baseline, 1 = the text)", range=[-0.02, 1.02])
+    fig.update_yaxes(title=plotly_text(f"logit of '{result.target_token}'"))
+    fig.update_layout(showlegend=False)
+    note = (f"{result.steps} intervals; the scores sum to {float(result.integrated.sum()):.3f}, "
+            f"f(x) − f(baseline) = {result.target_logit - result.baseline_logit:.3f}: completeness error "
+            f"{result.completeness_relative:.2%}")
+    return _finish(fig, f"Integrated gradients' path ({result.baseline} baseline → text)", note, height=320)
+
+
 # --- base vs tuned --------------------------------------------------------------------------------
 
 def changes_figure(comparison: Comparison) -> go.Figure:
