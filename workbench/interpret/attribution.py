@@ -57,9 +57,11 @@ DEFAULT_STEPS = 64  # at most this many intervals of the path (steps + 1 gradien
 FIRST_INTERVALS = 8  # equal intervals before the adaptive refinement
 MAX_TOKENS = 512
 BUDGET_S = 30.0  # seconds for integrated gradients, and again for occlusion
-# Cost of one occlusion forward in units of the measured gradient × input pass (measured 0.7× on
-# SmolLM2 at 512 tokens on 2 busy cores, batched; less on short texts).
-FORWARD_COST = 0.7
+# Cost of one batched occlusion forward in units of one integrated-gradients path point (a batched
+# forward + backward, timed over all the points): 0.4-0.6 on SmolLM2 at 5 tokens, batches of 16-64.
+# Not the gradient × input pass: it runs alone and is often the process's first backward; on a
+# busy machine it made one forward over 5 tokens look like 14 s and skipped occlusion.
+FORWARD_COST = 0.6
 MIN_SPANS = 8  # fewer occluded spans than this say too little: occlusion is skipped instead
 BASELINES = ("pad", "mean", "zero")  # the first is the default; see ``baseline_embeddings``
 TOLERANCE = 0.01  # integrated gradients stop refining once the completeness error is this small
@@ -320,7 +322,7 @@ def attribute(model, text: str | None = None, *, ids: Sequence[int] | None = Non
         occ_prob = np.zeros(T, dtype=np.float32)
         if occlusion:
             first = 1 if keep_first and T > 1 else 0
-            forward_s = FORWARD_COST * one_pass
+            forward_s = FORWARD_COST * timings["integrated"] / 1000 / len(integral.alphas)
             spans = min(T - first, int(budget_s / max(forward_s, 1e-6)))
             if spans < min(MIN_SPANS, T - first):
                 span, starts = 0, []

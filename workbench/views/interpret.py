@@ -242,7 +242,9 @@ def changes_figure(comparison: Comparison) -> go.Figure:
         marker_color=[prob_color(1) if c.delta > 0 else prob_color(0) for c in rows],
         customdata=[[c.base_prob, c.tuned_prob] for c in rows],
         hovertemplate="%{y}<br>base %{customdata[0]:.1%} → tuned %{customdata[1]:.1%}<extra></extra>"))
-    fig.update_xaxes(title="probability change (tuned − base)", tickformat="+.0%")
+    top = max((abs(c.delta) for c in rows), default=0.0)
+    decimals = 0 if top <= 0 else min(4, max(0, -int(np.floor(np.log10(top * 100)))))  # 0.004 -> "+.1%"
+    fig.update_xaxes(title="probability change (tuned − base)", tickformat=f"+.{decimals}%")
     return _finish(fig, f"Next token: KL(base ‖ tuned) = {comparison.kl:.4f} nats",
                    height=max(260, 60 + 22 * len(rows)))
 
