@@ -121,7 +121,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("text")
     p.add_argument("--target")
     p.add_argument("--steps", type=int, default=None,
-                   help="integrated gradients: at most this many path intervals (default 64; adaptive, stops "
+                   help="integrated gradients: at most this many path intervals (default 128; adaptive, stops "
                    "earlier once the completeness error is within 1%%)")
     p.add_argument("--baseline", default=None, choices=("pad", "mean", "zero"), help="default: pad")
     common(p)

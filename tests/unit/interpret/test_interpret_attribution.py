@@ -58,7 +58,7 @@ def test_completeness_converges_as_steps_grow(load, baseline):
 
 def test_default_stops_at_tolerance(load):
     r = attribute(load("llama"), TEXT, occlusion=False)
-    assert r.baseline == "pad" and r.steps < r.steps_asked == 64
+    assert r.baseline == "pad" and r.steps < r.steps_asked == 128
     assert r.completeness_relative <= 0.01
 
 
