@@ -316,9 +316,10 @@ def attribute(model, text: str | None = None, *, ids: Sequence[int] | None = Non
         expected = float(integral.f[-1] - integral.f[0])
         missed = abs(float(integral.scores.sum()) - expected) / max(abs(expected), 1e-12)
         if missed > WARN_COMPLETENESS:
+            fix = ("the pad baseline (the path from zero bends sharply)" if baseline == "zero" else
+                   "more steps" if integral.stop == "steps" else "a shorter text or a larger time budget")
             notes.append(f"The integrated-gradients scores miss f(x) − f(baseline) by {missed:.0%}: read them "
-                         "with care. More steps, or another baseline (the path from 'zero' bends sharply), "
-                         "bring the error down.")
+                         f"with care. {fix[0].upper() + fix[1:]} would bring the error down.")
 
         # occlusion
         span = 1

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..interpret.lens import LensResult
 
 LENS_MAX_COLUMNS = 48
+LENS_TEXT_COLUMNS = 24  # wider maps show the top token on hover only (the cell text overlapped)
 DIAGRAM_MAX_LAYERS = 6  # layers drawn one by one; the rest are one "× n" box
 
 
@@ -127,8 +128,9 @@ def lens_heatmap(result: LensResult, max_columns: int = LENS_MAX_COLUMNS) -> go.
     hover = [[plotly_text(" | ".join(f"{result.label(i)} {p:.1%}" for i, p in
                                      zip(result.top_ids[l, c, :3], result.top_probs[l, c, :3])))
               for c in range(cols.start, P)] for l in range(L)]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=plotly_text(x), y=list(range(1, L + 1)), text=text, texttemplate="%{text}",
+    fig = go.Figure(go.Heatmap(  # tokens written in the cells only while they fit; hover has them always
+        z=z, x=plotly_text(x), y=list(range(1, L + 1)), text=text,
+        texttemplate="%{text}" if len(pos) <= LENS_TEXT_COLUMNS else None,
         customdata=hover, zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="p(top)"),
         hovertemplate="layer %{y}, after %{x}<br>%{customdata}<extra></extra>", textfont=dict(size=9)))
     fig.update_xaxes(tickangle=-45, title="position (the prediction after this token)")
