@@ -245,7 +245,8 @@ def changes_figure(comparison: Comparison) -> go.Figure:
         customdata=[[c.base_prob, c.tuned_prob] for c in rows],
         hovertemplate="%{y}<br>base %{customdata[0]:.1%} → tuned %{customdata[1]:.1%}<extra></extra>"))
     top = max((abs(c.delta) for c in rows), default=0.0)
-    decimals = 0 if top <= 0 else min(4, max(0, -int(np.floor(np.log10(top * 100)))))  # 0.004 -> "+.1%"
+    # ticks are about top / 5 apart: 0.35 % -> "+.2%", 3 % -> "+.1%", 30 % -> "+.0%"
+    decimals = 0 if top <= 0 else min(4, max(0, 1 - int(np.floor(np.log10(top * 100)))))
     fig.update_xaxes(title="probability change (tuned − base)", tickformat=f"+.{decimals}%")
     return _finish(fig, f"Next token: KL(base ‖ tuned) = {comparison.kl:.4f} nats",
                    height=max(260, 60 + 22 * len(rows)))
