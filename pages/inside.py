@@ -112,12 +112,14 @@ with tab_attr:
     if tab_attr.open:
         c1, c2, c3 = st.columns([2, 1, 1])
         a_target = c1.text_input("Explain this next token (empty: the predicted one)", "", key="ins_attr_target")
-        steps = c2.number_input("Integration steps", 1, 256, attribution.DEFAULT_STEPS, key="ins_attr_steps")
+        steps = c2.number_input("Integration steps (at most)", 1, 512, attribution.DEFAULT_STEPS,
+                                key="ins_attr_steps",
+                                help="Intervals of the path. The grid is refined where the path bends and "
+                                "stops early once the completeness error is within 1 %.")
         baseline = c3.selectbox("Baseline", attribution.BASELINES, key="ins_attr_baseline",
-                                help="zero: all-zero embeddings; pad: the pad (or EOS) token everywhere. "
-                                "The first token stays as it is in both. On SmolLM2 the pad baseline reaches a "
-                                "small completeness error in fewer steps (its path avoids the norm's blow-up "
-                                "near zero).")
+                                help="pad: the pad (or end-of-text) token at every position; mean: the average "
+                                "token embedding; zero: all-zero embeddings. The first token stays as it is in "
+                                "all three.")
         if st.button("Attribute", type="primary", key="ins_attr_go"):
             with st.spinner("Gradients, integrated gradients and occlusion…"):
                 run(ATTR, lambda: attribution.attribute(model(), text, target=a_target or None, steps=int(steps),
@@ -128,14 +130,26 @@ with tab_attr:
                 "a first-order guess of what removing the token would do, which is wrong where the model "
                 "saturates (a large change can have a small gradient).\n\n"
                 "**Integrated gradients** ask a definite question: *compared with what?* The **baseline** is "
-                "an input that means 'nothing here' (all-zero embeddings by default). The gradients are "
-                "averaged along the straight path from the baseline to the real input and multiplied by "
-                "the difference, so a token's score is its share of the change in the logit along that path.\n\n"
-                "**Completeness:** the scores add up to f(input) − f(baseline). The integral is computed "
-                "with a finite number of steps (3, 9, 27, …: each level triples and stops once the error is "
-                "within 1 %), so the sum misses by the **completeness error** shown below; more steps make "
-                "it smaller. The first token is kept in the baseline (it is where attention "
-                "parks; changing it makes the output jump), so its score is 0.\n\n"
+                "an input that means 'nothing here'. The gradients are averaged along the straight path from "
+                "the baseline to the real input and multiplied by the difference, so a token's score is its "
+                "share of the change in the logit along that path.\n\n"
+                "**Which baseline.** The default is the **pad token** (end-of-text for SmolLM2) at every "
+                "position: a real token, so the path runs between two inputs the model has seen. **Zero** "
+                "embeddings are the textbook choice but lie far from every token: next to them the norms "
+                "divide by almost nothing, the logit jumps, and on SmolLM2 even 64 steps miss the total by "
+                "70 % to 600 %. The scores answer a different question for each baseline — "
+                "compare them, and read the completeness error before trusting one.\n\n"
+                "**Completeness:** the scores add up to f(input) − f(baseline). The integral is a finite sum, "
+                "so it misses by the **completeness error** shown below. The logit along the path is not "
+                "smooth (the chart under the scores draws it): with 64 equal steps the sum still missed by "
+                "5 % to 18 % on SmolLM2 prompts of 16 to 57 tokens. The workbench therefore computes f at "
+                "every point too — from the same "
+                "forward pass as the gradients — which tells exactly how much each interval misses, and splits "
+                "the worst intervals until the error is within 1 %, the steps run out, or the 30 s budget is "
+                "spent (trapezoid rule on an adaptive grid): 0.4 % to 8.5 % on the same prompts at 64 steps, "
+                "2 % at 128 on the longest. When the error stays above 5 % a warning says so.\n\n"
+                "The first token is kept in the baseline (it is where attention parks; changing it makes the "
+                "output jump), so its score is 0.\n\n"
                 "**Occlusion** replaces a token by the baseline and measures the drop directly — no "
                 "gradients, one forward pass per token.")
         result = current(ATTR)
@@ -148,12 +162,15 @@ with tab_attr:
                 st.html(views.attribution_html(result, method))
             m1, m2, m3 = st.columns(3)
             m1.metric("Target", f"{result.target_token}", f"p = {result.target_prob:.1%}", delta_color="off")
-            m2.metric("IG steps", f"{result.steps}", None if result.steps == result.steps_asked
-                      else f"asked {result.steps_asked}", delta_color="off")
+            why = {"tolerance": f"error within {attribution.TOLERANCE:.0%}", "steps": "all steps used",
+                   "time": "time budget"}.get(result.stop)
+            m2.metric("IG steps", f"{result.steps} of {result.steps_asked}", why, delta_color="off")
             m3.metric("Completeness error", f"{result.completeness_error:.3g} logit",
                       f"{result.completeness_relative:.2%} of f(x) − f(baseline)", delta_color="off")
             with st.container(key="ins_attr_chart"):
                 st.plotly_chart(views.attribution_figure(result), key="ins_attr_fig")
+            with st.container(key="ins_attr_path"):
+                st.plotly_chart(views.path_figure(result), key="ins_attr_path_fig")
 
 with tab_cmp:
     if tab_cmp.open:

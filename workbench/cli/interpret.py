@@ -64,15 +64,16 @@ def cmd_arch(args) -> int:
 
 
 def cmd_attribute(args) -> int:
-    from ..interpret.attribution import attribute
+    from ..interpret.attribution import BASELINES, DEFAULT_STEPS, attribute
 
-    r = attribute(_model(args), args.text, target=args.target, steps=args.steps, baseline=args.baseline)
+    r = attribute(_model(args), args.text, target=args.target, steps=args.steps or DEFAULT_STEPS,
+                  baseline=args.baseline or BASELINES[0])
     print(f"target '{r.target_token}' p={r.target_prob:.1%} logit {r.target_logit:.3f}")
     print(f"{'#':>4} {'token':<16} {'grad×input':>11} {'integrated':>11} {'occlusion':>10}")
     for i, t in enumerate(r.tokens):
         print(f"{i:>4} {t[:16]:<16} {r.grad_x_input[i]:>+11.4f} {r.integrated[i]:>+11.4f} {r.occlusion_logit[i]:>+10.4f}")
-    print(f"integrated gradients: {r.steps} steps, completeness error {r.completeness_error:.4g} "
-          f"({r.completeness_relative:.2%})")
+    print(f"integrated gradients: {r.steps} steps ({r.baseline} baseline), completeness error "
+          f"{r.completeness_error:.4g} ({r.completeness_relative:.2%})")
     for note in r.notes:
         print(note)
     _write(args.json, r.to_json())
@@ -119,8 +120,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("id")
     p.add_argument("text")
     p.add_argument("--target")
-    p.add_argument("--steps", type=int, default=27, help="integrated-gradients steps (3, 9, 27, 81: each level triples)")
-    p.add_argument("--baseline", default="zero", choices=("zero", "pad"))
+    p.add_argument("--steps", type=int, default=None,
+                   help="integrated gradients: at most this many path intervals (default 128; adaptive, stops "
+                   "earlier once the completeness error is within 1%%)")
+    p.add_argument("--baseline", default=None, choices=("pad", "mean", "zero"), help="default: pad")
     common(p)
     p.set_defaults(func=cmd_attribute)
 

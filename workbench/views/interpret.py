@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..interpret.lens import LensResult
 
 LENS_MAX_COLUMNS = 48
+LENS_TEXT_COLUMNS = 24  # wider maps show the top token on hover only (the cell text overlapped)
 DIAGRAM_MAX_LAYERS = 6  # layers drawn one by one; the rest are one "× n" box
 
 
@@ -127,8 +128,9 @@ def lens_heatmap(result: LensResult, max_columns: int = LENS_MAX_COLUMNS) -> go.
     hover = [[plotly_text(" | ".join(f"{result.label(i)} {p:.1%}" for i, p in
                                      zip(result.top_ids[l, c, :3], result.top_probs[l, c, :3])))
               for c in range(cols.start, P)] for l in range(L)]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=plotly_text(x), y=list(range(1, L + 1)), text=text, texttemplate="%{text}",
+    fig = go.Figure(go.Heatmap(  # tokens written in the cells only while they fit; hover has them always
+        z=z, x=plotly_text(x), y=list(range(1, L + 1)), text=text,
+        texttemplate="%{text}" if len(pos) <= LENS_TEXT_COLUMNS else None,
         customdata=hover, zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="p(top)"),
         hovertemplate="layer %{y}, after %{x}<br>%{customdata}<extra></extra>", textfont=dict(size=9)))
     fig.update_xaxes(tickangle=-45, title="position (the prediction after this token)")
@@ -216,6 +218,22 @@ def attribution_figure(result: AttributionResult) -> go.Figure:
     return _finish(fig, plotly_text(f"Which tokens drove '{result.target_token}'"), note, height=380)
 
 
+def path_figure(result: AttributionResult) -> go.Figure:
+    """The target's logit along the integrated-gradients path from the baseline (α = 0) to the
+    input (α = 1), a marker at every node the integral used (the adaptive grid puts them where the
+    line bends). The title states the completeness error."""
+    fig = go.Figure()
+    fig.add_scatter(x=result.path_alphas, y=result.path_logits, mode="lines+markers", name="f",
+                    marker=dict(size=5), hovertemplate="α = %{x:.4f}<br>logit %{y:.3f}<extra></extra>")
+    fig.update_xaxes(title="α (0 = baseline, 1 = the text)", range=[-0.02, 1.02])
+    fig.update_yaxes(title=plotly_text(f"logit of '{result.target_token}'"))
+    fig.update_layout(showlegend=False)
+    note = (f"{result.steps} intervals; the scores sum to {float(result.integrated.sum()):.3f}, "
+            f"f(x) − f(baseline) = {result.target_logit - result.baseline_logit:.3f}: completeness error "
+            f"{result.completeness_relative:.2%}")
+    return _finish(fig, f"Integrated gradients' path ({result.baseline} baseline → text)", note, height=320)
+
+
 # --- base vs tuned --------------------------------------------------------------------------------
 
 def changes_figure(comparison: Comparison) -> go.Figure:
@@ -226,7 +244,10 @@ def changes_figure(comparison: Comparison) -> go.Figure:
         marker_color=[prob_color(1) if c.delta > 0 else prob_color(0) for c in rows],
         customdata=[[c.base_prob, c.tuned_prob] for c in rows],
         hovertemplate="%{y}<br>base %{customdata[0]:.1%} → tuned %{customdata[1]:.1%}<extra></extra>"))
-    fig.update_xaxes(title="probability change (tuned − base)", tickformat="+.0%")
+    top = max((abs(c.delta) for c in rows), default=0.0)
+    # ticks are about top / 5 apart: 0.35 % -> "+.2%", 3 % -> "+.1%", 30 % -> "+.0%"
+    decimals = 0 if top <= 0 else min(4, max(0, 1 - int(np.floor(np.log10(top * 100)))))
+    fig.update_xaxes(title="probability change (tuned − base)", tickformat=f"+.{decimals}%")
     return _finish(fig, f"Next token: KL(base ‖ tuned) = {comparison.kl:.4f} nats",
                    height=max(260, 60 + 22 * len(rows)))
 

@@ -19,7 +19,7 @@ def target_logit(model, embeds, target):
 @pytest.mark.parametrize("kind", KINDS)
 def test_matches_manual_gradients_and_occlusion(load, kind):
     model = load(kind)
-    r = attribute(model, TEXT, steps=8)
+    r = attribute(model, TEXT, steps=8, baseline="zero")
     ids = torch.tensor([r.token_ids])
     with torch.no_grad():
         logits = model.module(input_ids=ids).logits[0, -1]
@@ -38,39 +38,66 @@ def test_matches_manual_gradients_and_occlusion(load, kind):
 
 
 def test_integrated_gradients_completeness(load):
-    r = attribute(load("gpt2"), TEXT, steps=27, tolerance=0)
+    r = attribute(load("gpt2"), TEXT, steps=64, tolerance=0)
     assert r.completeness_error == pytest.approx(abs(r.integrated.sum() - (r.target_logit - r.baseline_logit)),
                                                  abs=1e-6)
     assert r.completeness_relative < 0.01
-    # the error shrinks with more steps on a smooth path (GPT-2: positions keep the path off zero)
-    coarse = attribute(load("gpt2"), TEXT, steps=3, tolerance=0)
-    assert coarse.completeness_error >= r.completeness_error
+    # the path's own endpoints (batched forward) are the model's logits at the input and the baseline
+    assert r.path_alphas[0] == 0 and r.path_alphas[-1] == 1 and len(r.path_alphas) == r.steps + 1
+    assert r.path_logits[-1] == pytest.approx(r.target_logit, abs=1e-4)
+    assert r.path_logits[0] == pytest.approx(r.baseline_logit, abs=1e-4)
 
 
-def test_integrate_refines_until_complete():
-    """f(z) = Σ z³ from a zero baseline: IG must sum to f(x); the midpoint rule's error shrinks 9× a level."""
-    delta = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
-    calls = []
+@pytest.mark.parametrize("baseline", ["pad", "mean", "zero"])
+def test_completeness_converges_as_steps_grow(load, baseline):
+    model = load("llama")
+    errors = [attribute(model, TEXT, steps=n, baseline=baseline, tolerance=0, occlusion=False).completeness_relative
+              for n in (2, 8, 32)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < errors[0] / 20, errors  # zero: 960 %, 320 %, 3.7 %
 
-    def gradients(alphas):
-        calls.append(len(alphas))
-        return sum(3 * (float(a) * delta) ** 2 for a in alphas)
 
-    expected = float((delta ** 3).sum())
-    scores, n, why = integrate(gradients, delta, expected, steps=64, tolerance=0.0, budget_s=60)
-    assert (n, why) == (27, "steps") and calls == [3, 6, 18]  # each level adds the new midpoints only
-    assert abs(float(scores.sum()) - expected) < 1e-3 * abs(expected)
-    _, n, why = integrate(gradients, delta, expected, steps=64, tolerance=0.01, budget_s=60)
-    assert why == "tolerance" and n < 64
-    _, n, why = integrate(gradients, delta, expected, steps=20, tolerance=0.0, budget_s=60)
-    assert (n, why) == (9, "steps")
+def test_default_stops_at_tolerance(load):
+    r = attribute(load("llama"), TEXT, occlusion=False)
+    assert r.baseline == "pad" and r.steps < r.steps_asked == 128
+    assert r.completeness_relative <= 0.01
+
+
+def sharp(delta_weights, centre=0.3, slope=60.0):
+    """A path whose logit is a steep step at ``centre``: f = tanh(slope (α - centre)); the
+    integrand splits f' over the tokens by ``delta_weights``."""
+    w = np.asarray(delta_weights, dtype=float)
+
+    def evaluate(alphas):
+        alphas = np.asarray(alphas, dtype=float)
+        f = np.tanh(slope * (alphas - centre))
+        return f, (slope / np.cosh(slope * (alphas - centre)) ** 2)[:, None] * w[None]
+
+    return evaluate, float(np.tanh(slope * (1 - centre)) - np.tanh(-slope * centre))
+
+
+def test_integrate_puts_points_where_the_path_bends():
+    evaluate, expected = sharp([0.25, 0.75])
+    uniform = integrate(evaluate, 32, 0.0, 60, first=32)
+    adaptive = integrate(evaluate, 32, 0.0, 60)
+    err = lambda r: abs(r.scores.sum() - expected)  # noqa: E731
+    assert uniform.steps == adaptive.steps == 32 and adaptive.stop == "steps"
+    assert err(adaptive) < err(uniform) / 10
+    assert err(adaptive) == pytest.approx(abs(adaptive.local.sum()), abs=1e-12)  # the error it reports is exact
+    np.testing.assert_allclose(adaptive.scores / adaptive.scores.sum(), [0.25, 0.75])
+    assert np.all(np.diff(adaptive.alphas) > 0) and adaptive.f[0] == evaluate([0.0])[0][0]
+    near = np.abs(adaptive.alphas - 0.3) < 0.1
+    assert near.sum() > len(adaptive.alphas) / 2  # most nodes sit on the step
+    loose = integrate(evaluate, 64, 0.01, 60)
+    assert loose.stop == "tolerance" and err(loose) <= 0.01 * abs(expected) and loose.steps < 64
+    timed = integrate(evaluate, 64, 0.0, 0.0)
+    assert timed.stop == "time" and timed.steps == 8
 
 
 def test_budgets_reduce_and_say_so(load):
     model = load("llama")
     r = attribute(model, TEXT, steps=64, budget_s=1e-6, tolerance=0)
-    assert r.steps == 3 and r.steps_asked == 64
-    assert any("stopped at 3 steps of the 64 asked" in n for n in r.notes)
+    assert r.steps == 8 and r.steps_asked == 64  # the first equal intervals always run
+    assert any("stopped at 8 steps of the 64 asked" in n for n in r.notes)
     assert r.occlusion_span == 0 and any("Occlusion was skipped" in n for n in r.notes)
     assert not r.occlusion_logit.any()
     per = step_bytes(model, len(r.token_ids))
