@@ -67,6 +67,19 @@ class BlockTensor:
             w = w + self.offset.astype(np.float64)[..., None]
         return w.reshape(n, k)
 
+    def centered(self) -> "BlockTensor":
+        """For a 4-bit type with offsets, the same weights as ``scale * (q - 8) + (offset + 8 *
+        scale)``: both parts then stay near the weight's own size instead of cancelling, which
+        keeps float rounding in the dot products as small as a plain fp32 product's. Returned
+        only where every new offset is exact in fp32; otherwise ``self``."""
+        if self.offset is None or self.bits != 4 or self.zero_point != 0:
+            return self
+        offset = self.offset.astype(np.float64) + 8 * self.scale.astype(np.float64)
+        offset32 = offset.astype(np.float32)
+        if not np.array_equal(offset32.astype(np.float64), offset):
+            return self
+        return BlockTensor(self.name, self.gguf_type, self.q, self.scale, offset32, self.block, 4, 8)
+
     def take_rows(self, rows: np.ndarray) -> "BlockTensor":
         """The same tensor with its rows reordered (or a subset of them)."""
         return BlockTensor(self.name, self.gguf_type, self.q[rows], self.scale[rows],

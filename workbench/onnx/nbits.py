@@ -131,6 +131,7 @@ def _nbits_parts(pieces: list[BlockTensor]) -> tuple[_Half, np.ndarray | None, b
     split = any(p.bits > 4 for p in pieces)
     qs, scales, zps, offsets = [], [], [], []
     for p in pieces:
+        p = p.centered()
         halves = split_nibbles(p)
         if split and len(halves) == 1:  # a 4-bit piece beside split ones: its high half is zero
             lo = halves[0]

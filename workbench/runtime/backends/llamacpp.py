@@ -21,9 +21,8 @@ import torch
 from ...common import cpu_count
 from ...errors import WorkbenchError
 from . import LLAMACPP, from_gguf, llamacpp_installed
+from .hints import INSTALL_HINT
 
-INSTALL_HINT = ('CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install "llama-cpp-python==0.3.36" '
-                "(or `pip install .[llamacpp]`; it compiles llama.cpp, about 15 minutes on 2 cores)")
 MAX_CONTEXT = 4096  # llama.cpp allocates the whole KV cache up front
 
 
