@@ -31,7 +31,7 @@ def cpu_flags() -> list[str]:
     return [f for f in wanted if f in have]
 
 
-def memory_read_bandwidth(threads: int | None = None, size_mb: int = 1024, repeats: int = 5) -> dict:
+def memory_read_bandwidth(threads: int | None = None, size_mb: int = 256, repeats: int = 5) -> dict:
     """Measured memory read bandwidth: the best of ``repeats`` parallel sums over a buffer far
     larger than the caches, with ``threads`` threads (the benchmark's own). A decode step that
     reads every weight once can go no faster than weight bytes / this."""
