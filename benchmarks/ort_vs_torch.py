@@ -7,8 +7,8 @@ Prints a table for people and, as its last line, JSON for scripts:
 ``{"model", "torch_decode_p50_ms", "ort_decode_p50_ms", "decode_ratio", "parity": {...},
 "genai": {"<backend>": {"in_process": {...}, "separate_processes": {...}}}, "bandwidth": {...},
 "env": {...}}``. Ratios are taken within one run, the backends taking turns, because the load on a
-shared machine moves absolute numbers by 1.5x. The bandwidth ceiling (22.3 GB/s, 2 threads) was
-measured on this machine (../shared/ONNX.md).
+shared machine moves absolute numbers by 1.5x. The memory read ceiling is measured in the same run
+with the same thread count (``env["memory_read"]`` of the result; machines differ by 3x).
 
 Our loop against onnxruntime-genai is measured two ways. In one process (this one), the two
 runtimes share it: two copies of ONNX Runtime, two thread pools, two copies of the weights, and
@@ -42,7 +42,6 @@ from workbench.runtime.backends import make_backend
 from workbench.runtime.backends.ort import BACKEND_VARIANTS, OrtBackend  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
-BANDWIDTH_GB_S = 22.3  # measured here with 2 threads (../shared/ONNX.md)
 NO_GENAI = "onnxruntime-genai is not installed (pip install .[bench])"
 
 
@@ -309,9 +308,10 @@ def main(argv=None) -> int:
             else:
                 print(f"onnxruntime-genai ({how}): not compared: {g['reason']}")
     torch_r, ort_r = result.result("torch"), result.result("onnxruntime")
+    ceiling = result.bandwidth_gb_s
     bandwidth = {
         r.backend: {"weights_mb": r.weight_bytes / 1e6, "gb_per_s": r.weights_gb_per_s,
-                    "share_of_ceiling": r.weights_gb_per_s / BANDWIDTH_GB_S}
+                    "share_of_ceiling": r.weights_gb_per_s / ceiling}
         for r in result.results
     }
     for name, both in genai.items():
@@ -319,10 +319,10 @@ def main(argv=None) -> int:
         if g["ran"]:
             gbs = ort_r.weight_bytes / (g["genai_decode_p50_ms"] / 1000) / 1e9
             bandwidth[f"genai on {name}"] = {"weights_mb": ort_r.weight_bytes / 1e6, "gb_per_s": gbs,
-                                             "share_of_ceiling": gbs / BANDWIDTH_GB_S}
+                                             "share_of_ceiling": gbs / ceiling}
     for name, b in bandwidth.items():
         print(f"{name:<18} reads {b['weights_mb']:.0f} MB/token at {b['gb_per_s']:.1f} GB/s = "
-              f"{b['share_of_ceiling']:.0%} of the {BANDWIDTH_GB_S} GB/s ceiling")
+              f"{b['share_of_ceiling']:.0%} of the {ceiling:.1f} GB/s ceiling measured in this run")
     parity = result.parity["onnxruntime"]
     drift = {name: {"max_abs_diff": p.max_abs_diff, "greedy_match": p.greedy_match, "greedy_total": p.greedy_total,
                     "passed": p.passed, "decode_p50_ms": result.result(name).decode.p50}
@@ -340,6 +340,7 @@ def main(argv=None) -> int:
         "genai": genai,
         "bandwidth": bandwidth,
         "env": {"cpu": result.env["cpu"], "cores": result.env["cores"], "threads": threads,
+                "memory_read": result.env["memory_read"],
                 "load_average": result.env["load_average"], "load_average_after": result.env["load_average_after"]},
     }
     print(json.dumps(summary))

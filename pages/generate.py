@@ -34,8 +34,9 @@ with st.expander("Decoding settings", expanded=False):
     backend_name = c2.selectbox(
         "Backend", available_backends(card), key="gen_backend",
         help="torch eager, or ONNX Runtime on an exported graph (exported once with progress, then "
-        "cached; fused is the same fp32 math in fewer ops; int8 is faster and drifts). The Latency "
-        "page times and checks them.",
+        "cached; fused is the same fp32 math in fewer ops; q4 runs the model's own 4-bit GGUF blocks "
+        "with the same weights; int8 and q4a8 are faster and drift; llamacpp runs the GGUF in "
+        "llama.cpp, if installed). The Latency page times and checks them.",
     )
 settings = dict(
     max_new_tokens=int(max_new), do_sample=bool(sample), temperature=float(temperature),
@@ -101,9 +102,9 @@ def backend_for(model):
     a first ONNX export runs here in a status box with its progress."""
     if backend_name == "torch" or backend_name not in available_backends(model):
         return None
-    variant = BACKEND_VARIANTS[backend_name]
+    variant = BACKEND_VARIANTS.get(backend_name)
     options = dict(device=sel.device, threads=sel.threads, store=store)
-    if cached_export(store, model.card.id, variant, verify=False) is not None:
+    if variant is None or cached_export(store, model.card.id, variant, verify=False) is not None:
         return make_backend(model, backend_name, **options)
     with st.status(f"Exporting {model.card.name} to ONNX ({variant}): once, then cached", expanded=True) as status:
         bar = st.progress(0.0, text="starting…")

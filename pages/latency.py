@@ -16,7 +16,15 @@ from workbench.data.install import catalog as dataset_catalog
 from workbench.latency.speeds import measured_speeds, record_speeds
 from workbench.onnx import cached_export, estimated_seconds
 from workbench.quality.results import measured_quality
-from workbench.runtime.backends import BACKEND_VARIANTS, TORCH, available_backends, make_backend
+from workbench.runtime.backends import (
+    BACKEND_VARIANTS,
+    LLAMACPP,
+    TORCH,
+    available_backends,
+    llamacpp_installed,
+    make_backend,
+)
+from workbench.runtime.backends.hints import INSTALL_HINT
 from workbench.views import latency as plots
 
 LENGTHS = (16, 32, 64, 128, 256, 512)
@@ -41,10 +49,15 @@ choices = available_backends(card)
 with st.container(border=True, key="latency_settings"):
     c1, c2 = st.columns([3, 2])
     backends = c1.multiselect(
-        "Backends", choices, default=[b for b in choices if b != "onnxruntime-int8"], key="lat_backends",
+        "Backends", choices, default=[b for b in choices if b in (TORCH, "onnxruntime", "onnxruntime-fused")],
+        key="lat_backends",
         help="torch is the reference for parity and speed-up. onnxruntime-fused is the fp32 graph with "
-        "rotary, norms and q/k/v fused into ONNX Runtime's own ops. int8 is smaller and faster, and drifts.",
+        "rotary, norms and q/k/v fused into ONNX Runtime's own ops. onnxruntime-q4 computes with the "
+        "model's own GGUF blocks (4-bit MatMulNBits, the same weights as fp32), q4a8 also quantizes "
+        "activations to int8; int8 re-quantizes every weight. llamacpp runs the same GGUF in llama.cpp.",
     )
+    if LLAMACPP in choices and not llamacpp_installed():
+        c1.caption(f"llamacpp needs the optional llama-cpp-python package: `{INSTALL_HINT}`.")
     effort = c2.segmented_control("Effort", list(EFFORT), default="Quick", key="lat_effort") or "Quick"
     room = card.context_length
     usable = [n for n in LENGTHS if n < room]
@@ -171,6 +184,15 @@ with st.container(key="latency_parity"):
 
 st.subheader("Speed")
 summary = result.summary()
+if not result.quality and q_dataset:  # perplexity measured in the section above, for this model
+    for name, r in measured_quality(store, card.id, q_dataset).items():
+        summary.loc[summary.backend == name, "perplexity"] = r["perplexity"]
+        summary.loc[summary.backend == name, "kld_mean"] = r.get("kld_mean") or 0.0
+ceiling = result.bandwidth_gb_s
+if ceiling == ceiling:  # measured in this run
+    st.caption(f"Memory read ceiling measured in this run: {ceiling:.1f} GB/s with "
+               f"{result.env['memory_read']['threads']} threads. A decode step reads every weight once, so "
+               "weight MB per token ÷ this bounds how fast any backend can decode.")
 with st.container(key="latency_metrics"):
     cols = st.columns(len(result.results))
     for col, row in zip(cols, summary.itertuples()):
@@ -188,7 +210,15 @@ st.dataframe(
         "speedup": st.column_config.NumberColumn("speed-up", format="%.2f×"),
         "ttft_p50_ms": st.column_config.NumberColumn("TTFT p50 (ms)", format="%.1f"),
         "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.1f"),
+        "prefill_p50_ms": st.column_config.NumberColumn(f"prefill {max(result.config.prompt_lengths)} (ms)", format="%.1f"),
+        "weight_mb_per_token": st.column_config.NumberColumn("weight MB / token", format="%.1f"),
         "weights_gb_per_s": st.column_config.NumberColumn("weights GB/s", format="%.2f"),
+        "bandwidth_share": st.column_config.NumberColumn("share of ceiling", format="percent",
+                                                         help="weights GB/s ÷ the memory read ceiling measured in this run"),
+        "perplexity": st.column_config.NumberColumn("perplexity", format="%.3f",
+                                                    help="held-out, from the Perplexity section above"),
+        "kld_mean": st.column_config.NumberColumn("mean KLD", format="%.2e",
+                                                  help="mean KL divergence from torch fp32 per position"),
         "peak_rss_mb": st.column_config.NumberColumn("peak RSS (MB)", format="%.0f"),
         "max_abs_diff": st.column_config.NumberColumn("max |Δlogits|", format="%.2e"),
         "tolerance": st.column_config.NumberColumn("tolerance", format="%.2e",
@@ -205,13 +235,13 @@ with st.expander("What these numbers mean: prefill, decode, the KV cache, parity
     rows = {r.backend: r for r in summary.itertuples()}
     ref = rows.get(TORCH)
     st.markdown(
-        f"""
+        """
 **Prefill** runs the whole prompt through the network in one pass: its cost grows with the
 prompt length (the curve above), and it is mostly arithmetic, so more cores help.
 **Decode** then produces one token per pass. Each pass reads every weight of the model once but
 does little arithmetic per weight, so on a CPU it waits on memory: the "weights GB/s" column is
-the model's size divided by the decode time, to compare with what this machine's memory can
-deliver (machines differ: 22 GB/s on one 2-core machine of this project, 65 GB/s on another).
+the bytes of weights one step reads divided by the decode time, and "share of ceiling" compares it
+with this machine's memory read bandwidth, measured in the same run (machines differ by 3×).
 **The KV cache** is why decode is cheap: the keys and values of every earlier token are kept
 from the passes that made them, so a new token computes only its own and attends to the stored
 ones, instead of re-running the whole text each step. The exported ONNX graph takes the cache in
@@ -232,6 +262,12 @@ re-reading activations. Same weights, so it reads as many bytes per token as fp3
 bytes per token (faster decode) but every logit moves a little; once the top two candidates
 swap, greedy text takes another path and never comes back. That is why int8 is shown with its
 drift next to its speed, never alone.
+**GGUF blocks (q4, q4a8, llamacpp)**: the store's weights come from a GGUF file whose blocks store
+32 weights as 4-bit codes with a scale (and an offset); the fp32 weights are those blocks decoded.
+The q4 graph hands ONNX Runtime the blocks themselves (`MatMulNBits`), so it reads about 4× fewer
+bytes per token yet computes with exactly the fp32 weights: it is judged like fp32. q4a8 also
+rounds each block of activations to 8 bits before the dot product, as llama.cpp does: faster on
+most CPUs, and it drifts, so it is judged on tokens, with its drift shown.
 """
         + (
             f"\nIn this run torch decoded at {ref.decode_p50_ms:.1f} ms/token ({ref.weights_gb_per_s:.1f} GB/s of weights)"

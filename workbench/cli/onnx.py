@@ -1,7 +1,8 @@
 """``workbench export`` and ``workbench bench``: the ONNX Runtime lab on the command line.
 
-``workbench export ID [--variant fp32|fused|int8]`` prints the folder of the (cached) export.
-``workbench bench ID --backends torch,onnxruntime[,onnxruntime-fused,onnxruntime-int8] [--device cpu|cuda]
+``workbench export ID [--variant fp32|fused|int8|q4|q4a8]`` prints the folder of the (cached) export.
+``workbench bench ID --backends torch,onnxruntime[,onnxruntime-fused,onnxruntime-int8,onnxruntime-q4,
+onnxruntime-q4a8,llamacpp] [--device cpu|cuda] [--dataset D]
 [--prompt-lengths 16,128,512] [--new-tokens 64] [--json FILE]`` prints a table and writes the
 JSON of ``workbench.latency.results.BenchResult.to_json()`` (``-`` for stdout).
 """
@@ -46,10 +47,13 @@ def cmd_export(args) -> int:
 def format_table(result) -> str:
     """The people-readable table of a ``BenchResult`` (the numbers live in the result)."""
     lines = [f"{result.model}: {result.env['cpu']}, {result.env['cores']} cores, load {result.env['load_average']}"]
+    if "memory_read" in result.env:
+        m = result.env["memory_read"]
+        lines.append(f"memory read ceiling measured in this run: {m['gb_s']:.1f} GB/s with {m['threads']} threads")
     lengths = list(result.config.prompt_lengths)
     head = f"{'backend':<18} {'device':<6} " + " ".join(f"{'prefill ' + str(n):>12}" for n in lengths)
     gpu = any(r.gpu_peak_mb for r in result.results)
-    head += f" {'decode p50':>11} {'p90':>7} {'ttft':>8} {'tok/s':>7} {'speedup':>8} {'RSS MB':>7}"
+    head += f" {'decode p50':>11} {'p90':>7} {'ttft':>8} {'tok/s':>7} {'speedup':>8} {'MB/tok':>7} {'% bw':>5} {'RSS MB':>7}"
     head += f" {'GPU MB':>7}  parity" if gpu else "  parity"
     lines.append(head)
     summary = result.summary().set_index("backend")
@@ -58,8 +62,10 @@ def format_table(result) -> str:
         cells = " ".join(f"{r.prefill[n].p50:>9.1f} ms" for n in lengths)
         lines.append(
             f"{r.backend:<18} {r.device:<6} {cells} {r.decode.p50:>8.2f} ms {r.decode.p90:>7.2f} "
-            f"{r.ttft.p50:>8.1f} {r.tokens_per_s:>7.1f} {s['speedup']:>7.2f}x {r.peak_rss_mb:>7.0f}"
+            f"{r.ttft.p50:>8.1f} {r.tokens_per_s:>7.1f} {s['speedup']:>7.2f}x {s['weight_mb_per_token']:>7.1f} "
+            f"{100 * s['bandwidth_share']:>4.0f}% {r.peak_rss_mb:>7.0f}"
             + (f" {r.gpu_peak_mb or 0:>7.0f}" if gpu else "") + f"  {s['parity']} {s['greedy_match']}"
+            + (f"  ppl {s['perplexity']:.3f} KLD {s['kld_mean']:.2e}" if r.backend in result.quality else "")
         )
     for name, p in result.parity.items():
         lines.append(f"  {name}: {p.verdict}")
@@ -89,8 +95,14 @@ def cmd_bench(args) -> int:
     config = BenchConfig(
         prompt_lengths=lengths, new_tokens=args.new_tokens, decode_prompt_length=args.decode_context or min(128, max(lengths)),
         min_repeats=args.repeats, min_time_s=args.min_time, warmup=args.warmup, device=model.device, threads=threads,
+        quality_tokens=args.ppl_tokens,
     )
-    result = run_benchmark(model, backends, config, progress=progress)
+    dataset = None
+    if args.dataset:
+        from ..data.loading import load_dataset
+
+        dataset = load_dataset(store, args.dataset, progress=progress)
+    result = run_benchmark(model, backends, config, progress=progress, dataset=dataset)
     record_speeds(store, result)
     print(format_table(result))
     write_json(args.json, result.to_json())
@@ -116,5 +128,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--min-time", type=float, default=2.0, help="minimum seconds per measurement")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: all cores)")
+    p.add_argument("--dataset", help="also measure held-out perplexity and KL divergence against torch fp32 "
+                                     "on this store dataset (or file) for every backend")
+    p.add_argument("--ppl-tokens", type=int, default=1024, help="held-out tokens scored with --dataset")
     p.add_argument("--json", help="write the results as JSON to FILE ('-' for stdout)")
     p.set_defaults(func=cmd_bench)

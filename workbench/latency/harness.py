@@ -34,7 +34,7 @@ from ..common import Progress, quiet
 from ..errors import InvalidInputError
 from ..runtime.backends import backend_settings
 from ..runtime.generation import greedy
-from .environment import environment
+from .environment import environment, memory_read_bandwidth
 from .parity import ParityReport, check_parity
 from .results import BackendResult, BenchConfig, BenchResult
 from .stats import Latency
@@ -134,9 +134,10 @@ def generate_once(backend, ids: torch.Tensor, new_tokens: int):
 
 
 def _weight_bytes(backend, model) -> int:
-    export = getattr(backend, "export", None)
-    if export is not None:
-        return int(export.size_bytes)
+    """Bytes of weights one decode step reads on ``backend``."""
+    per_token = getattr(backend, "weight_bytes_per_token", None)
+    if per_token is not None:
+        return int(per_token())
     seen, total = set(), 0
     for p in model.module.parameters():  # tied weights are one tensor: count them once
         if p.data_ptr() not in seen:
@@ -151,17 +152,23 @@ def run_benchmark(
     config: BenchConfig = BenchConfig(),
     progress: Progress = quiet,
     parity: bool = True,
+    dataset=None,
 ) -> BenchResult:
     """Benchmark ready ``backends`` (name -> ``Backend``) on a loaded ``model``.
 
     With ``parity`` every backend other than ``torch`` is also checked against torch eager
-    (``parity.check_parity`` over ``config.parity_steps`` greedy tokens).
+    (``parity.check_parity`` over ``config.parity_steps`` greedy tokens). With a ``dataset``
+    (``workbench.data.Dataset``) each backend's held-out perplexity and mean KL divergence
+    against torch fp32 are measured too (``config.quality_tokens`` tokens). The memory read
+    ceiling is measured in the same run, with the same thread count (``env["memory_read"]``).
     """
     config = config.validate(model.context_length)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     env = environment()
+    progress(0.0, "measuring the memory read bandwidth")
+    env["memory_read"] = memory_read_bandwidth(config.threads)
     names = list(backends)
     prompts = {n: torch.tensor([bench_prompt(model.tokenizer, n)]) for n in config.prompt_lengths}
     decode_ids = torch.tensor([bench_prompt(model.tokenizer, config.decode_prompt_length)])
@@ -223,6 +230,14 @@ def run_benchmark(
             if name != "torch":
                 progress(done / total_steps, f"parity of {name} against torch")
                 reports[name] = check_parity(model, backend, steps=config.parity_steps or config.new_tokens)
+    quality = {}
+    if dataset is not None:
+        from ..quality.evaluation import perplexity
+
+        for name, backend in backends.items():
+            progress(done / total_steps, f"held-out perplexity on {name}")
+            quality[name] = perplexity(model, dataset, backend, window=config.quality_window,
+                                       stride=config.quality_window // 2, max_tokens=config.quality_tokens)
     env["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results = [
         BackendResult(
@@ -242,4 +257,4 @@ def run_benchmark(
         for name in names
     ]
     progress(1.0, "done")
-    return BenchResult(model.card.id, env, config, reports, results)
+    return BenchResult(model.card.id, env, config, reports, results, quality)

@@ -4,7 +4,7 @@ and pandas tables. No torch: a saved result can be read and drawn without a mode
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
@@ -29,6 +29,8 @@ class BenchConfig:
     device: str = "cpu"
     threads: int | None = None  # None: the machine's core count
     parity_steps: int | None = None  # None: new_tokens
+    quality_tokens: int = 1024  # held-out tokens scored for perplexity / KL (with a dataset)
+    quality_window: int = 256
 
     def validate(self, context_length: int) -> "BenchConfig":
         if not self.prompt_lengths or min(self.prompt_lengths) < 1:
@@ -97,6 +99,12 @@ class BenchResult:
     config: BenchConfig
     parity: dict[str, ParityReport]
     results: list[BackendResult]
+    quality: dict = field(default_factory=dict)  # backend -> quality.PerplexityResult (with a dataset)
+
+    @property
+    def bandwidth_gb_s(self) -> float:
+        """The memory read ceiling measured in this run (GB/s), NaN if not measured."""
+        return float(self.env.get("memory_read", {}).get("gb_s", math.nan))
 
     def result(self, backend: str) -> BackendResult:
         return next(r for r in self.results if r.backend == backend)
@@ -116,6 +124,7 @@ class BenchResult:
                 for name, p in self.parity.items()
             },
             "results": [r.to_json() for r in self.results],
+            "quality": {name: q.to_json() for name, q in self.quality.items()},
         }
 
     def frame(self) -> pd.DataFrame:
@@ -150,12 +159,17 @@ class BenchResult:
                 "speedup": (base.decode.p50 / r.decode.p50) if base else math.nan,
                 "ttft_p50_ms": r.ttft.p50,
                 "tokens_per_s": r.tokens_per_s,
+                "prefill_p50_ms": r.prefill[max(r.prefill)].p50 if r.prefill else math.nan,
+                "weight_mb_per_token": r.weight_bytes / 1e6,
                 "weights_gb_per_s": r.weights_gb_per_s,
+                "bandwidth_share": r.weights_gb_per_s / self.bandwidth_gb_s,
                 "peak_rss_mb": r.peak_rss_mb,
                 "parity": ("reference" if r.backend == baseline else
                            ("pass" if p and p.passed else "fail" if p else "not checked")),
                 "max_abs_diff": p.max_abs_diff if p else (0.0 if r.backend == baseline else math.nan),
                 "tolerance": p.tolerance if p and p.threshold.judge_logits else math.nan,
                 "greedy_match": f"{p.greedy_match}/{p.greedy_total}" if p else "",
+                "perplexity": q.perplexity if (q := self.quality.get(r.backend)) else math.nan,
+                "kld_mean": (q.kld_mean if q.kld_mean is not None else 0.0) if q else math.nan,
             })
         return pd.DataFrame(rows)

@@ -5,8 +5,9 @@ stderr, which the parent keeps as a log.
 
 Variants: ``fp32`` (``torch.onnx.export(dynamo=True)`` of a wrapper with the KV cache in and out),
 ``fused`` (that graph rewritten by transformers' ``fuse_for_onnxruntime``), ``int8``
-(``quantize_dynamic`` of the fp32 graph with constants folded). Checked against torch before the
-parent accepts it.
+(``quantize_dynamic`` of the fp32 graph with constants folded), ``q4`` / ``q4a8`` (the fused graph
+with the GGUF's own blocks as weights, activations fp32 / int8; see ``nbits``). Checked against
+torch before the parent accepts it.
 """
 from __future__ import annotations
 
@@ -248,6 +249,41 @@ def _child_fused(model_dir: Path, source: Path, out: Path, threads: int) -> dict
     return dict(facts, nodes_before=before.total(), nodes_after=after.total(), fused_ops=fused)
 
 
+def _child_nbits(model_dir: Path, source: Path, gguf_path: Path, out: Path, threads: int, variant: str) -> dict:
+    """The source graph with every weight the GGUF holds replaced by its own blocks
+    (``MatMulNBits`` / ``GatherBlockQuantized``, see ``nbits``)."""
+    import onnx
+
+    from .gguf_blocks import read_gguf
+    from .nbits import rewrite
+    from .spec import ACCURACY_LEVELS
+
+    meta = json.loads((source / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+    _say(0.0, 0.3, f"reading the blocks of {gguf_path.name} (each checked against gguf's de-quantization)")
+    tensors, others = read_gguf(gguf_path)
+    if not tensors:
+        raise ExportError(f"{gguf_path.name} holds no tensor in a block format the q4 variants map "
+                          f"(it has {sorted(set(others.values()))}); use the int8 variant.")
+    _say(0.3, 0.4, f"reading the {meta['variant']} graph")
+    model = onnx.load(str(source / ONNX_FILE))
+    level = ACCURACY_LEVELS[variant]
+
+    def step(f: float, message: str) -> None:
+        _say(0.4 + 0.4 * f, 0.4 + 0.4 * f, message)
+
+    report = rewrite(model, tensors, accuracy_level=level, progress=step)
+    if not any(not w.form.startswith("fp32") for w in report.weights):
+        raise ExportError(f"No weight of the graph equals a tensor of {gguf_path.name}: the GGUF is not the "
+                          "file these weights were converted from. Reinstall the model.")
+    _say(0.8, 0.85, "saving the graph")
+    onnx.save(model, str(out / ONNX_FILE), save_as_external_data=True, location=DATA_FILE, size_threshold=1024)
+    del model
+    _say(0.85, 0.98, "checking the graph against torch")
+    facts = _checked_facts(model_dir, meta, out, threads)
+    return dict(facts, source_variant=meta["variant"], gguf=gguf_path.name, gguf_types_left=sorted(set(others.values())),
+                **report.to_json())
+
+
 def _child_main(argv: list[str]) -> int:
     import argparse
     import warnings
@@ -260,6 +296,7 @@ def _child_main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--source", type=Path)
+    parser.add_argument("--gguf", type=Path)
     parser.add_argument("--threads", type=int, default=cpu_count())
     args = parser.parse_args(argv)
     global _PROGRESS_OUT
@@ -271,8 +308,10 @@ def _child_main(argv: list[str]) -> int:
         facts = _child_fp32(args.model_dir, args.out, args.threads)
     elif args.variant == "fused":
         facts = _child_fused(args.model_dir, args.source, args.out, args.threads)
-    else:
+    elif args.variant == "int8":
         facts = _child_int8(args.model_dir, args.source, args.out, args.threads)
+    else:
+        facts = _child_nbits(args.model_dir, args.source, args.gguf, args.out, args.threads, args.variant)
     _say(0.98, 1.0, "hashing the files")
     manifest = dict(
         model_id=args.model_id,

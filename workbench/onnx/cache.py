@@ -44,7 +44,7 @@ from ..errors import ExportError, IntegrityError, ModelNotInstalledError
 from ..store import Store
 from ..store.sources import sha256_file
 from .driver import run_child
-from .spec import DERIVED, EXPORT_MANIFEST, ONNX_FILE, VARIANTS, past_names, versions_key
+from .spec import DERIVED, EXPORT_MANIFEST, FROM_GGUF, ONNX_FILE, SOURCES, VARIANTS, past_names, versions_key
 
 _VERIFIED: dict[tuple[str, int, int], bool] = {}  # (manifest path, mtime_ns, size) -> hashes ok
 _VERIFIED_LOCK = threading.Lock()
@@ -169,7 +169,8 @@ def cached_export(store: Store, model_id: str, variant: str = "fp32", verify: bo
 def estimated_seconds(layers: int, variant: str = "fp32") -> float:
     """Rough export time on 2 cores, this variant's own step only (measured: fp32 of 30 layers
     ~125 s, of 2 layers ~10 s; fusing 30 layers ~25 s)."""
-    return {"fp32": 8 + 4 * layers, "fused": 5 + 0.7 * layers}.get(variant, 4 + layers)
+    return {"fp32": 8 + 4 * layers, "fused": 5 + 0.7 * layers, "q4": 30 + 2 * layers,
+            "q4a8": 30 + 2 * layers}.get(variant, 4 + layers)
 
 
 def export_model(
@@ -183,7 +184,7 @@ def export_model(
 ) -> OnnxExport:
     """Return the cached export of ``model_id`` or make it (minutes for a real model).
 
-    ``progress(fraction, message)`` is called from this thread. ``fused`` and ``int8`` are made
+    ``progress(fraction, message)`` is called from this thread. ``fused`` and ``int8`` are made from ``fp32``, ``q4`` and ``q4a8`` from ``fused`` (and the GGUF), and are made
     from the ``fp32`` export, and make it first. Raises ``ExportError`` (nothing left behind) if
     the export fails, is interrupted, or exceeds ``timeout_s``.
     """
@@ -191,10 +192,7 @@ def export_model(
     card = store.card(model_id)
     store.path(card.id)  # raises if not installed or damaged
     if variant in DERIVED:
-        def fp32_progress(f, msg):
-            progress(0.7 * f, f"fp32: {msg}")
-
-        source = export_model(store, card.id, "fp32", fp32_progress, False, threads, timeout_s)
+        source = _source_export(store, card.id, variant, lambda f, m: progress(0.7 * f, m), threads, timeout_s)
         lo = 0.7
     else:
         source, lo = None, 0.0
@@ -208,10 +206,13 @@ def export_model(
             if target.exists():
                 problem = check_export(target) or "made from other weights"
                 progress(lo, f"the cached export is unusable ({problem}); exporting again")
+        gguf = None
+        if variant in FROM_GGUF:
+            gguf = store.gguf_file(card.id, lambda f, m: progress(lo, f"GGUF: {m}"))
         with store.staging(f"export-{card.id}") as staging:
             try:
                 return _build_into(store, card, variant, source, target, staging, threads, timeout_s,
-                                   lambda f, m: progress(lo + (1 - lo) * f, m))
+                                   lambda f, m: progress(lo + (1 - lo) * f, m), gguf)
             except KeyboardInterrupt:
                 raise ExportError(f"The export of {card.id} was interrupted; nothing was kept. Run it again.") from None
             except OSError as err:
@@ -223,8 +224,22 @@ def export_model(
                 raise
 
 
+def _source_export(store: Store, model_id: str, variant: str, progress: Progress,
+                   threads: int | None, timeout_s: float | None) -> OnnxExport:
+    """The export ``variant`` is made from (``SOURCES``); the q4 variants take the fp32 graph
+    where the fusions find nothing to fuse in this architecture."""
+    wanted = SOURCES[variant]
+    try:
+        return export_model(store, model_id, wanted, lambda f, m: progress(f, f"{wanted}: {m}"), False, threads, timeout_s)
+    except ExportError as err:
+        if wanted != "fused" or "nothing to fuse" not in str(err):
+            raise
+    return export_model(store, model_id, "fp32", lambda f, m: progress(f, f"fp32: {m}"), False, threads, timeout_s)
+
+
 def _build_into(store: Store, card, variant: str, source: OnnxExport | None, target: Path, staging: Path,
-                threads: int | None, timeout_s: float | None, progress: Progress) -> OnnxExport:
+                threads: int | None, timeout_s: float | None, progress: Progress,
+                gguf: Path | None = None) -> OnnxExport:
     """Run the builder into ``staging/out``, check it, then move it to ``target`` in one rename."""
     out = staging / "out"
     out.mkdir()
@@ -236,6 +251,8 @@ def _build_into(store: Store, card, variant: str, source: OnnxExport | None, tar
     ]
     if source is not None:
         args += ["--source", str(source.directory)]
+    if gguf is not None:
+        args += ["--gguf", str(gguf)]
     run_child(args, staging, progress, estimated_seconds(card.layers or 12, variant), timeout_s)
     problem = check_export(out)
     if problem:

@@ -9,10 +9,15 @@ from pathlib import Path
 from ..common import library_versions
 from ..store.sources import sha256_file
 
-VARIANTS = ("fp32", "fused", "int8")
-DERIVED = ("fused", "int8")  # made from the fp32 export, which is made first
+VARIANTS = ("fp32", "fused", "int8", "q4", "q4a8")
+# variant -> the export it is made from (made first); q4 and q4a8 fall back to fp32 where fusing
+# finds nothing, and take their weights from the model's GGUF
+SOURCES = {"fused": "fp32", "int8": "fp32", "q4": "fused", "q4a8": "fused"}
+DERIVED = tuple(SOURCES)
+FROM_GGUF = ("q4", "q4a8")
+ACCURACY_LEVELS = {"q4": 0, "q4a8": 4}  # MatMulNBits: 0 = fp32 activations, 4 = int8 per block
 EXPORT_FORMAT = 1  # bump when the graph's interface changes (all variants are made again)
-RECIPES = {"fp32": 1, "fused": 1, "int8": 2}  # bump one when that variant's recipe changes
+RECIPES = {"fp32": 1, "fused": 1, "int8": 2, "q4": 1, "q4a8": 1}  # bump one when its recipe changes
 EXPORT_MANIFEST = "export.json"
 ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -42,3 +47,27 @@ def describe_files(folder: Path) -> dict[str, dict]:
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name != EXPORT_MANIFEST
     }
+
+
+GATHER_OPS = ("Gather", "GatherBlockQuantized")
+
+
+def weight_bytes_per_token(onnx_path: Path) -> int:
+    """Bytes of constant weights one decode step reads: every initializer, except those only
+    gathered from (an embedding table reads one row a token). Read from the graph without its
+    data."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    sizes = {}
+    for init in model.graph.initializer:
+        external = {e.key: e.value for e in init.external_data}
+        sizes[init.name] = int(external["length"]) if "length" in external else len(init.raw_data) or (
+            len(init.float_data) * 4 + len(init.int64_data) * 8 + len(init.int32_data) * 4)
+    users: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in sizes:
+                users.setdefault(name, set()).add("gather" if node.op_type in GATHER_OPS and node.input[0] == name
+                                                  else "other")
+    return sum(size for name, size in sizes.items() if "other" in users.get(name, {"other"}))

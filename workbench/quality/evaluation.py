@@ -97,7 +97,7 @@ def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int
 def perplexity(
     model,
     dataset,
-    backend: str = TORCH,
+    backend=TORCH,
     *,
     window: int | None = None,
     stride: int | None = None,
@@ -107,7 +107,7 @@ def perplexity(
     store=None,
 ) -> PerplexityResult:
     """Perplexity of a loaded ``model`` on ``dataset.eval`` (a ``workbench.data.Dataset``) on
-    the backend named ``backend``. ``window`` defaults to min(512, context); ``stride`` to half
+    the backend named ``backend`` (or a ready backend object). ``window`` defaults to min(512, context); ``stride`` to half
     the window."""
     window = int(window or min(DEFAULT_WINDOW, model.context_length))
     stride = int(stride or max(window // 2, 1))
@@ -118,7 +118,10 @@ def perplexity(
     ids = eval_token_ids(model.tokenizer, dataset.eval, max_tokens)
     if len(ids) < 2:
         raise InvalidInputError(f"The held-out split of {dataset.id} has fewer than 2 tokens: give more text.")
-    runner = make_backend(model, backend, progress=lambda f, m: progress(0.1 * f, m), store=store)
+    if isinstance(backend, str):
+        runner = make_backend(model, backend, progress=lambda f, m: progress(0.1 * f, m), store=store)
+    else:  # a ready backend object
+        runner, backend = backend, backend.name
     ref = make_backend(model, TORCH) if reference and backend != TORCH else None
     all_ids = torch.tensor([ids])  # (1, N)
     nll_sum, kld_sum, agree, scored = 0.0, 0.0, 0, 0

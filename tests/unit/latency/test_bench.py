@@ -42,7 +42,9 @@ def test_benchmark_method_and_result(llama_backends):
     model, backends = llama_backends
     seen = []
     result = run_benchmark(model, backends, QUICK, progress=lambda f, m: seen.append((f, m)))
-    assert seen[0][1] == "warming up torch" and seen[-1] == (1.0, "done")
+    assert seen[0][1] == "measuring the memory read bandwidth" and seen[-1] == (1.0, "done")
+    assert "warming up torch" in [m for _, m in seen]
+    assert result.bandwidth_gb_s > 0  # measured in the same run
     for r in result.results:
         assert set(r.prefill) == {8, 24}
         assert all(3 <= lat.count <= 5 for lat in r.prefill.values())  # min repeats .. max repeats

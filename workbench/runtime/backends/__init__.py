@@ -16,6 +16,7 @@ runtime: ``onnxruntime`` is imported only when an ONNX Runtime backend is made.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...common import Progress, quiet
@@ -28,9 +29,14 @@ TORCH = "torch"
 ORT_FP32 = "onnxruntime"
 ORT_FUSED = "onnxruntime-fused"
 ORT_INT8 = "onnxruntime-int8"
-BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_FUSED: "fused", ORT_INT8: "int8"}  # backend name -> export variant
-ALL_BACKENDS = (TORCH, ORT_FP32, ORT_FUSED, ORT_INT8)
-_MODULES = {TORCH: "torch_eager", ORT_FP32: "ort", ORT_FUSED: "ort", ORT_INT8: "ort"}
+ORT_Q4 = "onnxruntime-q4"
+ORT_Q4A8 = "onnxruntime-q4a8"
+LLAMACPP = "llamacpp"
+# backend name -> export variant
+BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_FUSED: "fused", ORT_INT8: "int8", ORT_Q4: "q4", ORT_Q4A8: "q4a8"}
+GGUF_BACKENDS = (ORT_Q4, ORT_Q4A8, LLAMACPP)  # need the GGUF the model was installed from
+ALL_BACKENDS = (TORCH, ORT_FP32, ORT_FUSED, ORT_INT8, ORT_Q4, ORT_Q4A8, LLAMACPP)
+_MODULES = {TORCH: "torch_eager", LLAMACPP: "llamacpp", **{name: "ort" for name in BACKEND_VARIANTS}}
 
 
 class Backend(Protocol):
@@ -44,12 +50,28 @@ class Backend(Protocol):
     def synchronize(self) -> None: ...
 
 
+def from_gguf(card) -> bool:
+    """Whether a card's model comes from a GGUF file (whose blocks the q4 variants and
+    llama.cpp use)."""
+    return any(s.kind in ("pypi", "local-gguf") for s in card.sources)
+
+
+def llamacpp_installed() -> bool:
+    """Whether the optional ``llama-cpp-python`` is importable (found without importing it)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def available_backends(model) -> list[str]:
     """Backend names a loaded model (or a ``ModelCard``) can run on: torch always; ONNX Runtime
-    when its card says ``onnx``. The ONNX ones export on first use (minutes for a real model,
-    cached afterwards): ``workbench.onnx.cached_export`` tells whether that wait is ahead."""
+    when its card says ``onnx``, its q4 variants and llama.cpp when it comes from a GGUF
+    (``llamacpp`` is listed even when the optional package is missing: making it says how to add
+    it). The ONNX ones export on first use (minutes for a real model, cached afterwards):
+    ``workbench.onnx.cached_export`` tells whether that wait is ahead."""
     card = getattr(model, "card", model)
-    return [TORCH] + ([ORT_FP32, ORT_FUSED, ORT_INT8] if card.can("onnx") else [])
+    names = [TORCH]
+    if card.can("onnx"):
+        names += [ORT_FP32, ORT_FUSED, ORT_INT8] + ([ORT_Q4, ORT_Q4A8] if from_gguf(card) else [])
+    return names + ([LLAMACPP] if from_gguf(card) else [])
 
 
 def make_backend(

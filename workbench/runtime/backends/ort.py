@@ -40,6 +40,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 from ...common import cpu_count
 from ...errors import WorkbenchError
 from ...onnx.cache import OnnxExport, export_model
+from ...onnx.spec import weight_bytes_per_token
 from . import BACKEND_VARIANTS
 
 # onnxruntime's own error classes derive from Exception directly
@@ -181,6 +182,11 @@ class OrtBackend:
             "session_config": self._session_config(),
             "note": self.note,
         }
+
+    @functools.cache
+    def weight_bytes_per_token(self) -> int:
+        """Bytes of weights a decode step reads (the graph's initializers, less gathered tables)."""
+        return weight_bytes_per_token(self.export.onnx_path)
 
     def _session_config(self) -> dict:
         options = self.session.get_session_options()

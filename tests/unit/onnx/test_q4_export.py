@@ -1,0 +1,144 @@
+"""The q4 variants end to end on a tiny Llama installed from its GGUF twin: the GGUF kept in the
+store entry (or fetched again), every matrix mapped to its own blocks, logits equal to torch to
+fp32 rounding, and the failures a user can meet."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("gguf")
+
+from workbench.errors import ExportError, SourceUnavailableError, UnsupportedModelError, WorkbenchError  # noqa: E402
+from workbench.testing.tiny_gguf import build_gguf_twin, hf_folder_converter  # noqa: E402
+
+MODEL = "tiny-gguf"
+
+
+@pytest.fixture
+def gguf_store(isolated_home, tiny_model_dirs, tmp_path, monkeypatch):
+    """A store with ``tiny-gguf`` installed from a GGUF file (and ``tiny-llama`` from a folder)."""
+    from workbench.runtime import loading
+    from workbench.store import Store, convert
+
+    hf = tmp_path / "twin"
+    shutil.copytree(tiny_model_dirs["llama"], hf)
+    gguf_path = build_gguf_twin(hf, tmp_path / "tiny.gguf")
+    monkeypatch.setattr(convert, "gguf_to_hf", hf_folder_converter(hf))
+    store = Store(isolated_home)
+    store.add(MODEL, gguf=gguf_path, name="Tiny GGUF Llama")
+    store.add("tiny-llama", local_dir=tiny_model_dirs["llama"])
+    store.gguf_source = gguf_path  # for the tests below
+    yield store
+    loading.unload()
+
+
+def test_the_gguf_is_kept_in_the_entry_and_fetched_again_when_it_goes(gguf_store):
+    store = gguf_store
+    path = store.gguf_file(MODEL)
+    assert path.parent == store.path(MODEL)
+    manifest = store.manifest(MODEL)
+    assert manifest["gguf"]["file"] == path.name and path.name not in manifest["files"]
+    path.unlink()
+    assert store.entry(MODEL).status == "installed"  # a missing GGUF does not damage the entry
+    again = store.gguf_file(MODEL)
+    assert again.is_file() and store.verify(MODEL).ok
+    # altered: detected by sha256 and replaced by a good copy
+    data = bytearray(again.read_bytes())
+    data[-1] ^= 0xFF
+    again.write_bytes(bytes(data))
+    assert not store.verify(MODEL).ok
+    fixed = store.gguf_file(MODEL)
+    assert store.verify(MODEL).ok and fixed.read_bytes() == store.gguf_source.read_bytes()
+
+
+def test_a_gguf_that_changed_at_its_source_is_refused(gguf_store):
+    store = gguf_store
+    store.gguf_file(MODEL).unlink()
+    store.gguf_source.write_bytes(store.gguf_source.read_bytes()[:-1] + b"\0")
+    with pytest.raises(WorkbenchError, match="sha256"):
+        store.gguf_file(MODEL)
+    assert not list(store.staging_dir.iterdir())  # nothing half-written left behind
+    store.gguf_source.unlink()
+    with pytest.raises(SourceUnavailableError):
+        store.gguf_file(MODEL)
+
+
+def test_models_not_installed_from_a_gguf_have_no_q4_variants(gguf_store):
+    from workbench.onnx import export_model
+    from workbench.runtime.backends import available_backends
+
+    store = gguf_store
+    with pytest.raises(UnsupportedModelError, match="not from a GGUF"):
+        export_model(store, "tiny-llama", "q4")
+    assert "onnxruntime-q4" not in available_backends(store.card("tiny-llama"))
+    assert {"onnxruntime-q4", "onnxruntime-q4a8", "llamacpp"} <= set(available_backends(store.card(MODEL)))
+
+
+def test_q4_maps_every_matrix_and_matches_torch_to_fp32_rounding(gguf_store):
+    from workbench.latency.parity import check_parity
+    from workbench.onnx import export_model
+    from workbench.onnx.spec import EXPORT_MANIFEST, weight_bytes_per_token
+    from workbench.runtime.backends import make_backend
+    from workbench.runtime.loading import load_model
+
+    store = gguf_store
+    q4 = export_model(store, MODEL, "q4")
+    manifest = json.loads((q4.directory / EXPORT_MANIFEST).read_text())
+    assert manifest["fp32_left"] == [] and manifest["unused_gguf"] == []
+    forms = {(row["gguf_type"], row["onnx_form"]) for row in manifest["mapping"]}
+    assert ("Q8_0", "GatherBlockQuantized 8-bit") in forms  # the tied embedding
+    assert ("Q4_1", "MatMulNBits 4-bit + block offsets, block 32") in forms
+    assert all(form.startswith(("MatMulNBits", "GatherBlockQuantized")) for _, form in forms)
+    fp32 = export_model(store, MODEL, "fp32")
+    assert weight_bytes_per_token(q4.onnx_path) < weight_bytes_per_token(fp32.onnx_path) / 2
+
+    model = load_model(MODEL, store=store)
+    backend = make_backend(model, "onnxruntime-q4", store=store)
+    report = check_parity(model, backend, "The capital of France is", steps=12)
+    assert report.variant == "q4" and report.passed, report.verdict
+    assert report.greedy_match == report.greedy_total
+
+    q4a8 = make_backend(model, "onnxruntime-q4a8", store=store)
+    drift = check_parity(model, q4a8, "The capital of France is", steps=12)
+    assert drift.variant == "q4a8" and not drift.threshold.judge_logits  # judged on tokens, drift shown
+    assert drift.max_abs_diff > 0
+
+    # another GGUF with the same shapes but other values (each matrix's scales doubled),
+    # recorded as the entry's own: no weight matches, the export is refused, the good one stays
+    path = store.gguf_file(MODEL)
+    shutil.copyfile(_rescaled(path, store.home), path)
+    manifest = store.manifest(MODEL)
+    from workbench.store.sources import sha256_file
+
+    manifest["gguf"]["sha256"] = manifest["source"]["sha256"] = sha256_file(path)
+    (store.path(MODEL) / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="not the file these weights were converted from"):
+        export_model(store, MODEL, "q4", force=True)
+    assert (q4.directory / EXPORT_MANIFEST).is_file()
+    assert not list(store.staging_dir.iterdir())
+
+
+def _rescaled(gguf_path, folder):
+    """A GGUF like ``gguf_path`` with every matrix's scales doubled."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    out = folder / "rescaled.gguf"
+    writer = gguf.GGUFWriter(str(out), "llama")
+    for t in reader.tensors:
+        data = np.array(t.data)
+        if t.tensor_type.name != "F32":
+            qtype = t.tensor_type
+            w = gguf.quants.dequantize(data, qtype) * 2
+            data = gguf.quants.quantize(w.astype(np.float32), qtype)
+            writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=qtype)
+        else:
+            writer.add_tensor(t.name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
