@@ -23,17 +23,16 @@ import argparse
 import json
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import plotly.io as pio
-import psutil
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
 from workbench import attention as attn  # noqa: E402
+from workbench.common import PeakRSS  # noqa: E402
 from workbench.views import attention as views  # noqa: E402
 from workbench.views import bertviz as bertviz_offline  # noqa: E402
 from workbench.latency.harness import BENCH_TEXT  # noqa: E402
@@ -76,33 +75,6 @@ def time_views(result, repeats: int) -> tuple[dict[str, float], float, dict[str,
             per[name].append((time.perf_counter() - t) * 1000)
         totals.append((time.perf_counter() - t_all) * 1000)
     return {k: statistics.median(v) for k, v in per.items()}, statistics.median(totals), sizes
-
-
-class PeakRSS:
-    """Peak resident memory of this process, sampled every 5 ms."""
-
-    def __init__(self):
-        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
-
-    def __enter__(self):
-        self.start = self.proc.memory_info().rss
-        self.peak = self.start
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def grown(self) -> int:
-        return self.peak - self.start
 
 
 TAB_READY = {  # what must be drawn before a tab counts as shown

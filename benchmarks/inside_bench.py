@@ -34,41 +34,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWS = ("architecture", "lens", "attribution", "compare")
 TUNED_SUFFIX = "-perturbed"
-
-
-class PeakRSS:
-    """Peak resident memory of this process while inside, sampled every 5 ms."""
-
-    def __init__(self):
-        import psutil
-
-        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
-
-    def __enter__(self):
-        self.start = self.peak = self.proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def grown(self) -> int:
-        return self.peak - self.start
 
 
 def bench_text(tokenizer, n: int) -> list[int]:
@@ -124,6 +95,7 @@ def run_view(view: str, tokens: int, model_id: str, tuned_id: str) -> dict:
     import plotly.io as pio
     import torch
 
+    from workbench.common import PeakRSS
     from workbench.interpret import architecture, attribution, compare, lens
     from workbench.runtime.loading import load_model
     from workbench.views import interpret as views

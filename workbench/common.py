@@ -107,3 +107,37 @@ def lazy_exports(package: str, names: dict[str, str]):
         return getattr(importlib.import_module(names[name], package), name)
 
     return __getattr__
+
+
+class PeakRSS:
+    """Peak resident memory of this process inside the block, sampled every 5 ms on a thread:
+    ``peak`` and ``grown`` (peak minus the start), in bytes. For benchmarks and scripts."""
+
+    def __init__(self):
+        import threading
+
+        import psutil
+
+        self.proc, self._stop = psutil.Process(), threading.Event()
+        self.start = self.peak = 0
+
+    def __enter__(self):
+        import threading
+
+        self.start = self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def grown(self) -> int:
+        return self.peak - self.start

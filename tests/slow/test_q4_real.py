@@ -36,3 +36,18 @@ def test_q4a8_runs_and_reports_its_drift(model, real_store):
     report = check_parity(model, make_backend(model, "onnxruntime-q4a8", store=real_store), steps=16)
     assert report.variant == "q4a8" and not report.threshold.judge_logits
     assert report.max_abs_diff > 0 and report.greedy_total == 16
+
+
+def test_llamacpp_runs_the_same_gguf_and_keeps_sequences_apart(model, real_store):
+    pytest.importorskip("llama_cpp")
+    import torch
+
+    backend = make_backend(model, "llamacpp", store=real_store)
+    ids = torch.tensor([model.tokenizer("The capital of France is")["input_ids"]])
+    first, state = backend.prefill(ids)
+    other, _ = backend.prefill(torch.tensor([[1, 2, 3]]))  # another sequence takes the cache
+    again, _ = backend.step(int(first.argmax()), state)  # fed again from its own tokens
+    fresh, _ = backend.prefill(torch.cat([ids, first.argmax().view(1, 1)], 1))
+    assert torch.allclose(again, fresh, atol=1e-3)
+    report = check_parity(model, backend, steps=16)
+    assert report.variant == "gguf" and report.greedy_match >= 8, report.verdict

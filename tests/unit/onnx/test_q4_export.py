@@ -142,3 +142,18 @@ def _rescaled(gguf_path, folder):
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def test_llamacpp_missing_says_how_to_add_it(gguf_store, monkeypatch):
+    from workbench.runtime import backends
+    from workbench.runtime.backends import make_backend
+    from workbench.runtime.loading import load_model
+
+    monkeypatch.setattr(backends, "llamacpp_installed", lambda: False)
+    monkeypatch.setattr("workbench.runtime.backends.llamacpp.llamacpp_installed", lambda: False, raising=False)
+    model = load_model(MODEL, store=gguf_store)
+    with pytest.raises(WorkbenchError, match="llama-cpp-python"):
+        make_backend(model, "llamacpp", store=gguf_store)
+    plain = load_model("tiny-llama", store=gguf_store)
+    with pytest.raises(WorkbenchError, match="GGUF"):
+        make_backend(plain, "llamacpp", store=gguf_store)
