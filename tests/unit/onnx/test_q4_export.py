@@ -145,12 +145,12 @@ def _rescaled(gguf_path, folder):
 
 
 def test_llamacpp_missing_says_how_to_add_it(gguf_store, monkeypatch):
-    from workbench.runtime import backends
-    from workbench.runtime.backends import make_backend
+    from workbench.runtime.backends import llamacpp, make_backend
     from workbench.runtime.loading import load_model
 
-    monkeypatch.setattr(backends, "llamacpp_installed", lambda: False)
-    monkeypatch.setattr("workbench.runtime.backends.llamacpp.llamacpp_installed", lambda: False, raising=False)
+    # patch the name the backend module looks up (patching the package first would leak into
+    # that module's import and outlive the test)
+    monkeypatch.setattr(llamacpp, "llamacpp_installed", lambda: False)
     model = load_model(MODEL, store=gguf_store)
     with pytest.raises(WorkbenchError, match="llama-cpp-python"):
         make_backend(model, "llamacpp", store=gguf_store)
