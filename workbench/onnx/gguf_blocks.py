@@ -53,6 +53,7 @@ class BlockTensor:
     block: int
     bits: int
     zero_point: int
+    reference: np.ndarray | None = None  # gguf's own fp32 de-quantization (what the store's weights are)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -188,6 +189,7 @@ def read_gguf(path: Path) -> tuple[dict[str, BlockTensor], dict[str, str]]:
         if ulps > 1.0:
             raise ExportError(f"Reading {tensor.name} ({kind}) of {path.name} disagrees with gguf's own "
                               f"de-quantization by {ulps:.0f} fp32 steps: a bug in the block reader; report it.")
+        parsed.reference = reference.astype(np.float32, copy=False)
         mapped[tensor.name] = parsed
     return mapped, others
 

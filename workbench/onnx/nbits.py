@@ -77,7 +77,8 @@ class RowIndex:
         self.rows32: dict[str, np.ndarray] = {}
         self._index: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
         for name, t in tensors.items():
-            w = t.dequantized().astype(np.float32)  # correctly rounded, as gguf's fp32 code rounds
+            # the rows transformers saved: gguf's own fp32 de-quantization, kept by read_gguf
+            w = t.reference if t.reference is not None else t.dequantized().astype(np.float32)
             self.rows32[name] = w
             cols = w.shape[1]
             for i, row in enumerate(w):

@@ -183,7 +183,6 @@ class OrtBackend:
             "note": self.note,
         }
 
-    @functools.cache
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a decode step reads (the graph's initializers, less gathered tables)."""
         return weight_bytes_per_token(self.export.onnx_path)
