@@ -8,14 +8,17 @@ time to first token and per-token latency (gaps between a stream's tokens) p50/p
 clients, and whether every output equals the same prompt's solo output. Then, in-process: how far
 batching moves the logits (max |Δ| over every step of 8 prompts decoded together vs alone) and
 whether seeded sampled requests give the solo text at concurrency 4. Last, what bounds the speedup:
-one decode forward pass of the bare module (``DynamicCache``, no mask) and one ``engine.step`` for
-1, 4 and 8 rows at the same context, same threads, same run: if 4 rows cost r times 1 row, 4
-clients can reach at most 4 / r times one client's tokens/s.
+one ``engine.step`` for 1, 4 and 8 rows at the same context, same threads, same run (on torch also
+one decode forward pass of the bare module, ``DynamicCache`` and no mask): if 4 rows cost r times 1
+row, 4 clients can reach at most 4 / r times one client's tokens/s.
+
+``--backend`` picks the engine: ``torch`` (default) or an ONNX Runtime variant
+(``onnxruntime-fused`` …), whose rows share each forward pass the same way.
 
 Uses the store at $WORKBENCH_HOME (default ~/.cache/gpt-store-workbench). Prints a table, then one
 JSON line. Bounded: ``--requests`` per client and ``--time-limit`` seconds in all.
 
-    .venv/bin/python benchmarks/serve_bench.py [--concurrency 1,2,4,8] [--requests 2] [--max-tokens 32]
+    .venv/bin/python benchmarks/serve_bench.py [--backend torch] [--concurrency 1,2,4,8] [--requests 2] [--max-tokens 32]
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import torch
 from transformers import DynamicCache
 
 from workbench.runtime.sampling import argmax
-from workbench.serve.engine import TorchBatchEngine
+from workbench.serve.engine import make_engine
 from workbench.serve.keys import KeyStore
 from workbench.serve.server import ServerThread, build_app
 from workbench.store import Store
@@ -105,12 +108,12 @@ def phase(base: str, key: str, clients: int, per_client: int, max_tokens: int, s
     }
 
 
-def logit_drift(model, max_tokens: int) -> dict:
+def logit_drift(model, new_engine, max_tokens: int) -> dict:
     """Max |Δ logit| between 8 prompts decoded together (joining one per step) and each alone."""
     ids = [model.tokenizer(p)["input_ids"] for p in PROMPTS]
 
     def alone(i):
-        e, out = TorchBatchEngine(model), []
+        e, out = new_engine(), []
         logits = e.add(ids[i])
         for _ in range(max_tokens):
             out.append(logits)
@@ -118,7 +121,7 @@ def logit_drift(model, max_tokens: int) -> dict:
         return out
 
     ref = [alone(i) for i in range(len(ids))]
-    e = TorchBatchEngine(model)
+    e = new_engine()
     rows, last, k_of = [], [], {}
     drift, flips, compared = 0.0, 0, 0
     for step in range(max_tokens + len(ids)):
@@ -143,12 +146,14 @@ def logit_drift(model, max_tokens: int) -> dict:
     return {"max_abs_logit_delta": drift, "argmax_flips": flips, "steps_compared": compared}
 
 
-def forward_cost(model, rows=(1, 4, 8), context: int = 24, steps: int = 8, rounds: int = 3) -> dict:
+def forward_cost(model, new_engine, bare: bool, rows=(1, 4, 8), context: int = 24, steps: int = 8,
+                 rounds: int = 3) -> dict:
     """Median ms of one decode forward pass for each batch size in ``rows`` at ``context`` cached
-    positions: the bare module (no mask, no position ids) and ``engine.step`` (the server's call).
-    Batch sizes are interleaved over ``rounds`` so load changes hit them alike."""
+    positions: ``engine.step`` (the server's call) and, when ``bare``, torch's bare module (no mask,
+    no position ids). Batch sizes are interleaved over ``rounds`` so load changes hit them alike."""
     prompt = (model.tokenizer(" ".join(PROMPTS))["input_ids"] * 4)[:context]
-    times = {("module", b): [] for b in rows} | {("engine", b): [] for b in rows}
+    kinds = ("module", "engine") if bare else ("engine",)
+    times = {(kind, b): [] for kind in kinds for b in rows}
 
     @torch.inference_mode()
     def module(b):
@@ -161,7 +166,7 @@ def forward_cost(model, rows=(1, 4, 8), context: int = 24, steps: int = 8, round
             times["module", b].append(time.perf_counter() - t0)
 
     def engine(b):
-        e = TorchBatchEngine(model)
+        e = new_engine()
         logits = e.advance(e.start([prompt] * b))
         for _ in range(steps):
             ids = [argmax(row) for row in logits]
@@ -171,7 +176,8 @@ def forward_cost(model, rows=(1, 4, 8), context: int = 24, steps: int = 8, round
 
     for _ in range(rounds):
         for b in rows:
-            module(b)
+            if bare:
+                module(b)
             engine(b)
     ms = {f"{kind}_{b}_ms": float(np.median(v)) * 1000 for (kind, b), v in times.items()}
     return {"context": context, "threads": torch.get_num_threads(), **ms}
@@ -184,6 +190,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--time-limit", type=float, default=900, help="seconds for the whole run")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    ap.add_argument("--backend", default="torch", help="torch or an ONNX Runtime variant (onnxruntime-fused, ...)")
     args = ap.parse_args()
     deadline = time.monotonic() + args.time_limit
     load_start = list(os.getloadavg())
@@ -193,7 +200,7 @@ def main() -> int:
     keys = KeyStore(store.home)
     keys.revoke(KEY_NAME)
     key = keys.create(KEY_NAME)
-    app, registry = build_app(store, [MODEL], max_batch=8, max_waiting=64)
+    app, registry = build_app(store, [MODEL], backend=args.backend, max_batch=8, max_waiting=64)
     registry.preload()
     server = ServerThread(app).start()
     rows, extra = [], {}
@@ -215,17 +222,18 @@ def main() -> int:
             extra["seeded_sampling_equal_at_4"] = together == alone
         if time.monotonic() < deadline:
             batcher = registry.get(MODEL)
+            new_engine = lambda: make_engine(batcher.model, args.backend, store=store)
             with batcher.model.lock:
-                extra["logits"] = logit_drift(batcher.model, args.max_tokens)
+                extra["logits"] = logit_drift(batcher.model, new_engine, args.max_tokens)
         if time.monotonic() < deadline:
             with batcher.model.lock:
-                extra["forward"] = forward_cost(batcher.model)
+                extra["forward"] = forward_cost(batcher.model, new_engine, bare=args.backend == "torch")
     finally:
         server.stop()
         registry.close()
         keys.revoke(KEY_NAME)
 
-    print(f"\nServing {MODEL} over HTTP (torch eager, continuous batching), {args.max_tokens} new tokens "
+    print(f"\nServing {MODEL} over HTTP ({args.backend}, continuous batching), {args.max_tokens} new tokens "
           f"per request, {args.requests} requests per client\n")
     print(f"{'clients':>7} {'requests':>8} {'tok/s':>7} {'x1':>5} {'TTFT p50':>9} {'TTFT p99':>9} "
           f"{'tok p50':>8} {'tok p99':>8}  equal to solo")
@@ -250,14 +258,16 @@ def main() -> int:
         print(f"seeded sampling at 4 clients equals solo: {'yes' if extra['seeded_sampling_equal_at_4'] else 'no'}")
     if "forward" in extra:
         fw = extra["forward"]
-        fw["ratio_4_vs_1"] = fw["module_4_ms"] / fw["module_1_ms"]
+        kind = "module" if "module_1_ms" in fw else "engine"  # torch: the bare module; ORT: its graph
+        fw["ratio_4_vs_1"] = fw[f"{kind}_4_ms"] / fw[f"{kind}_1_ms"]
         fw["bound_4_clients"] = 4 / fw["ratio_4_vs_1"]
         print(f"\none decode forward at {fw['context']} cached positions, {fw['threads']} torch threads (ms):")
         print(f"{'rows':>6} {'module':>8} {'engine.step':>12}")
         for b in (1, 4, 8):
-            print(f"{b:>6} {fw[f'module_{b}_ms']:>8.1f} {fw[f'engine_{b}_ms']:>12.1f}")
-        print(f"4 rows cost {fw['ratio_4_vs_1']:.2f}x one row: torch alone bounds 4 clients at "
-              f"{fw['bound_4_clients']:.2f}x one client")
+            bare = f"{fw[f'module_{b}_ms']:>8.1f}" if kind == "module" else f"{'-':>8}"
+            print(f"{b:>6} {bare} {fw[f'engine_{b}_ms']:>12.1f}")
+        print(f"4 rows cost {fw['ratio_4_vs_1']:.2f}x one row ({kind}): the forward pass alone bounds 4 "
+              f"clients at {fw['bound_4_clients']:.2f}x one client")
     one = next((r for r in rows if r["clients"] == 1 and 1 in r["decode_ms_by_rows"]), None)
     if one:
         token, step = one["token_p50_ms"], one["decode_ms_by_rows"][1]
@@ -266,7 +276,7 @@ def main() -> int:
     print(f"load average at the start {load_start[0]:.1f}, at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
     extra["load_average"], extra["load_average_start"] = list(os.getloadavg()), load_start
     four = next((r for r in rows if r["clients"] == 4), None)
-    summary = {"model": MODEL, "max_tokens": args.max_tokens, "rows": rows, **extra,
+    summary = {"model": MODEL, "backend": args.backend, "max_tokens": args.max_tokens, "rows": rows, **extra,
                "speedup_4_clients": four["speedup"] if four else None,
                "target_met": bool(four and four["speedup"] >= 2.5)}
     print(json.dumps(summary))

@@ -14,9 +14,12 @@ from workbench.errors import WorkbenchError
 from workbench.serve import client, snippets
 from workbench.serve.keys import KeyStore
 from workbench.serve.server import (
+    START_TIMEOUT_S,
     healthy,
     read_state,
+    serve_backends,
     start_background,
+    start_seconds,
     stop_background,
 )
 from workbench.store import INSTALLED
@@ -58,11 +61,23 @@ else:
     if not installed:
         st.warning("No installed model can generate yet: install one on the **Store** page.")
     models = st.multiselect("Models to serve", installed, default=installed[:1], key="api_models")
-    port = st.number_input("Port (0 = any free one)", min_value=0, max_value=65535, value=0, key="api_port")
+    c1, c2 = st.columns(2)
+    backends = serve_backends([store.card(m) for m in models])
+    backend = c1.selectbox(
+        "Backend", backends, key="api_backend",
+        help="Every backend but llamacpp decodes concurrent requests together. onnxruntime-fused is "
+        "the exact fp32 graph and serves about 3x torch's tokens/s on a 2-core CPU; q4a8 and int8 are "
+        "faster still but change the text a little, and batching can change it further.",
+    )
+    port = c2.number_input("Port (0 = any free one)", min_value=0, max_value=65535, value=0, key="api_port")
+    wait = start_seconds(store, models, backend)
+    if wait > START_TIMEOUT_S:
+        st.caption(f"The first start exports {backend} for the models to ONNX: about {wait / 60:.0f} min, then "
+                   f"cached (or run `workbench export MODEL --variant ...` beforehand).")
     if st.button("Start the server", key="api_start", type="primary", disabled=not models):
         try:
             with st.spinner("Loading the models and starting the server…"):
-                start_background(store.home, models, port=int(port) or None)
+                start_background(store.home, models, backend=backend, port=int(port) or None, timeout=wait)
             st.rerun()
         except WorkbenchError as err:
             show_error(err)

@@ -53,3 +53,28 @@ def test_the_server_starts_from_the_page_answers_and_stops(open_page, isolated_h
     at.button(key="api_stop").click().run()
     assert read_state(isolated_home) is None
     assert any("not running" in i.value for i in at.info)
+
+
+def test_the_server_starts_on_an_onnxruntime_backend_picked_on_the_page(open_page, tiny_store, no_server_left):
+    from workbench.serve.server import START_TIMEOUT_S, read_state, start_seconds
+    from workbench.testing.exports import seed_export
+
+    at = open_page("pages/api.py")
+    at.multiselect(key="api_models").set_value(["tiny-llama"]).run()
+    options = at.selectbox(key="api_backend").options
+    assert options[0] == "torch" and "onnxruntime-fused" in options and "llamacpp" not in options
+    assert start_seconds(tiny_store, ["tiny-llama"], "onnxruntime-fused") > START_TIMEOUT_S  # export ahead
+    seed_export(tiny_store, "tiny-llama", "fused")
+    assert start_seconds(tiny_store, ["tiny-llama"], "onnxruntime-fused") == START_TIMEOUT_S
+    at.selectbox(key="api_backend").set_value("onnxruntime-fused").run()
+    at.text_input(key="api_key_name").set_value("page").run()
+    at.button(key="api_key_create").click().run()
+    at.button(key="api_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    state = read_state(tiny_store.home)
+    assert state and state.backend == "onnxruntime-fused" and state.models == ["tiny-llama"]
+    assert any("onnxruntime-fused" in s.value for s in at.success)
+    at.text_area(key="api_try_text").set_value("Once upon a time").run()
+    at.button(key="api_try_go").click().run()
+    assert not at.exception
+    assert at.session_state["api_answer"]["generated_text"]

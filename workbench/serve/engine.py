@@ -19,13 +19,15 @@ padding and per-row position ids keep each row's positions as if it ran alone. A
 left-padded the same way and read with its own cache, a chunk of columns per ``advance``, so a
 long prompt can be read between decode steps instead of stalling them; when it is read it joins by
 padding either it or the batch on the left. When rows leave, columns that are padding for every
-remaining row are cut off. ``SerialEngine`` drives any ``Backend`` (ONNX Runtime) one row at a
-time: the same scheduling, no shared forward pass, each prompt read whole.
+remaining row are cut off. ``OrtBatchEngine`` does the same on an ONNX Runtime variant (its
+exports take a batch, a 2-D mask and position ids). ``SerialEngine`` drives any other ``Backend``
+(llama.cpp) one row at a time: the same scheduling, no shared forward pass, each prompt read whole.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -36,7 +38,7 @@ class Prefill:
 
     ids: torch.Tensor  # (N, P) int64, padding = 0
     mask: torch.Tensor  # (N, P) int64, 0 = padding
-    cache: DynamicCache
+    cache: object  # the engine's cache of the columns read so far
     read: int = 0  # columns read so far
 
     @property
@@ -48,17 +50,20 @@ class Prefill:
         return int(self.ids.shape[1]) - self.read
 
 
-class TorchBatchEngine:
-    """Batched decode with transformers' eager model and a shared, left-padded ``DynamicCache``."""
+class BatchEngine:
+    """One forward pass per step for every row, over a left-padded cache (see the module docstring).
 
-    name = "torch"
+    Subclasses keep the cache and run the network: ``_forward(ids, mask, positions, cache) ->
+    (logits (B, V) float32 CPU, cache)`` with torch int64 ``ids``/``positions`` (B, S) and ``mask``
+    (B, L + S); ``_empty(rows)``; ``_pad_left(cache, n)`` (n masked slots first), ``_concat(a, b)``
+    (rows of ``b`` after ``a``'s), ``_select(cache, rows)`` and ``_cut(cache, first)`` (drop the
+    first columns), each returning the new cache."""
+
     batched = True
 
-    def __init__(self, model):
-        self.model = model
-        self.module = model.module
-        self.device = model.device
-        self.cache: DynamicCache | None = None
+    def __init__(self, device):
+        self.device = device
+        self.cache = None
         self.mask: torch.Tensor | None = None  # (B, L) int64, 0 = padding
         self.positions: list[int] = []  # next position id per row
 
@@ -79,22 +84,18 @@ class TorchBatchEngine:
         for i, x in enumerate(prompts):
             ids[i, p - len(x):] = torch.tensor(x, dtype=torch.long)
             mask[i, p - len(x):] = 1
-        # full layers even for sliding-window models: slots stay aligned
-        return Prefill(ids, mask, DynamicCache())
+        return Prefill(ids, mask, self._empty(len(prompts)))
 
     @torch.inference_mode()
     def advance(self, pre: Prefill, columns: int | None = None) -> torch.Tensor | None:
         end = pre.ids.shape[1] if columns is None else min(pre.ids.shape[1], pre.read + max(1, columns))
         pos = (pre.mask.cumsum(1) - 1).clamp(min=0)[:, pre.read:end]  # (N, C): each row from 0
-        out = self.module(
-            input_ids=pre.ids[:, pre.read:end], attention_mask=pre.mask[:, :end], position_ids=pos,
-            past_key_values=pre.cache, use_cache=True, logits_to_keep=1,
-        )
-        pre.cache, pre.read = out.past_key_values, end
+        logits, pre.cache = self._forward(pre.ids[:, pre.read:end], pre.mask[:, :end], pos, pre.cache)
+        pre.read = end
         if pre.remaining:
             return None
         self._join(pre)
-        return out.logits[:, -1].float().cpu()  # (N, V)
+        return logits  # (N, V)
 
     def add(self, prompt_ids: list[int]) -> torch.Tensor:
         return self.advance(self.start([prompt_ids]))[0]
@@ -106,17 +107,14 @@ class TorchBatchEngine:
             self.cache, self.mask, self.positions = pre.cache, pre.mask, lengths
             self._trim()
             return
-        mask, p, length = pre.mask, pre.ids.shape[1], self.length
+        cache, mask, p, length = pre.cache, pre.mask, pre.ids.shape[1], self.length
         if p < length:
-            _pad_left(pre.cache, length - p)
+            cache = self._pad_left(cache, length - p)
             mask = torch.cat([mask.new_zeros((pre.rows, length - p)), mask], 1)
         elif p > length:
-            _pad_left(self.cache, p - length)
+            self.cache = self._pad_left(self.cache, p - length)
             self.mask = torch.cat([self.mask.new_zeros((self.rows, p - length)), self.mask], 1)
-        for mine, theirs in zip(self.cache.layers, pre.cache.layers):
-            if mine.keys is not None and theirs.keys is not None:
-                mine.keys = torch.cat([mine.keys, theirs.keys], 0)  # (B+N, H, L, D)
-                mine.values = torch.cat([mine.values, theirs.values], 0)
+        self.cache = self._concat(self.cache, cache)
         self.mask = torch.cat([self.mask, mask], 0)
         self.positions += lengths
         self._trim()
@@ -128,13 +126,9 @@ class TorchBatchEngine:
         ids = torch.tensor(token_ids, dtype=torch.long, device=self.device).view(b, 1)  # (B, 1)
         self.mask = torch.cat([self.mask, torch.ones((b, 1), dtype=torch.long, device=self.device)], 1)
         pos = torch.tensor(self.positions, dtype=torch.long, device=self.device).view(b, 1)  # (B, 1)
-        out = self.module(
-            input_ids=ids, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
-            use_cache=True, logits_to_keep=1,
-        )
-        self.cache = out.past_key_values
+        logits, self.cache = self._forward(ids, self.mask, pos, self.cache)
         self.positions = [p + 1 for p in self.positions]
-        return out.logits[:, -1].float().cpu()  # (B, V)
+        return logits  # (B, V)
 
     def remove(self, rows: list[int]) -> None:
         if not rows:
@@ -142,39 +136,110 @@ class TorchBatchEngine:
         drop = set(rows)
         keep = [i for i in range(self.rows) if i not in drop]
         if not keep:
-            self.cache, self.mask, self.positions = None, None, []
+            self.reset()
             return
-        index = torch.tensor(keep, device=self.device)
-        self.mask = self.mask.index_select(0, index)
+        self.mask = self.mask[keep]
         self.positions = [self.positions[i] for i in keep]
-        for layer in self.cache.layers:
-            if layer.keys is not None and layer.keys.numel():
-                layer.keys = layer.keys.index_select(0, index)
-                layer.values = layer.values.index_select(0, index)
+        self.cache = self._select(self.cache, keep)
         self._trim()
 
     def _trim(self) -> None:
         """Cut the columns on the left that are padding for every row."""
         first = int(self.mask.argmax(dim=1).min())  # first column any row uses
-        if not first:
-            return
-        self.mask = self.mask[:, first:]
-        for layer in self.cache.layers:
-            if layer.keys is not None and layer.keys.numel():
-                layer.keys = layer.keys[:, :, first:]
-                layer.values = layer.values[:, :, first:]
+        if first:
+            self.mask = self.mask[:, first:]
+            self.cache = self._cut(self.cache, first)
 
     def reset(self) -> None:
         self.cache, self.mask, self.positions = None, None, []
 
 
-def _pad_left(cache: DynamicCache, n: int) -> None:
-    """Prepend ``n`` zero slots to every layer of ``cache`` (masked out by the caller)."""
-    for layer in cache.layers:
-        if layer.keys is not None and layer.keys.numel():
+class TorchBatchEngine(BatchEngine):
+    """Batched decode with transformers' eager model and a shared, left-padded ``DynamicCache``."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        super().__init__(model.device)
+        self.model = model
+        self.module = model.module
+
+    def _forward(self, ids, mask, positions, cache):
+        out = self.module(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            use_cache=True, logits_to_keep=1,
+        )
+        return out.logits[:, -1].float().cpu(), out.past_key_values
+
+    def _empty(self, rows: int) -> DynamicCache:
+        return DynamicCache()  # full layers even for sliding-window models: slots stay aligned
+
+    @staticmethod
+    def _layers(cache: DynamicCache):
+        return [layer for layer in cache.layers if layer.keys is not None and layer.keys.numel()]
+
+    def _pad_left(self, cache: DynamicCache, n: int) -> DynamicCache:
+        for layer in self._layers(cache):
             k, v = layer.keys, layer.values  # (B, H, L, D)
             layer.keys = torch.cat([k.new_zeros(k.shape[0], k.shape[1], n, k.shape[3]), k], 2)
             layer.values = torch.cat([v.new_zeros(v.shape[0], v.shape[1], n, v.shape[3]), v], 2)
+        return cache
+
+    def _concat(self, cache: DynamicCache, other: DynamicCache) -> DynamicCache:
+        for mine, theirs in zip(cache.layers, other.layers):
+            if mine.keys is not None and theirs.keys is not None:
+                mine.keys = torch.cat([mine.keys, theirs.keys], 0)  # (B+N, H, L, D)
+                mine.values = torch.cat([mine.values, theirs.values], 0)
+        return cache
+
+    def _select(self, cache: DynamicCache, rows: list[int]) -> DynamicCache:
+        index = torch.tensor(rows, device=self.device)
+        for layer in self._layers(cache):
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+        return cache
+
+    def _cut(self, cache: DynamicCache, first: int) -> DynamicCache:
+        for layer in self._layers(cache):
+            layer.keys = layer.keys[:, :, first:]
+            layer.values = layer.values[:, :, first:]
+        return cache
+
+
+class OrtBatchEngine(BatchEngine):
+    """Batched decode on an ONNX Runtime backend (``OrtBackend.forward``): the exports take a
+    batch, a 2-D mask and position ids, so rows share each forward pass as on torch. The cache
+    stays in ONNX Runtime's output buffers between steps; joining, leaving and trimming rebuild it
+    from host arrays (once per such event, not per step)."""
+
+    def __init__(self, backend):
+        super().__init__("cpu")
+        self.backend = backend
+        self.name = backend.name
+
+    def _forward(self, ids, mask, positions, cache):
+        as_array = lambda t: np.ascontiguousarray(t.numpy(), np.int64)
+        logits, cache = self.backend.forward(as_array(ids), as_array(mask), as_array(positions), cache)
+        return logits.float(), cache
+
+    def _empty(self, rows: int):
+        return self.backend.empty_cache(rows)
+
+    def _rebuild(self, change, *caches):
+        arrays = zip(*(self.backend.cache_arrays(c) for c in caches))
+        return self.backend.cache_from_arrays([change(*a) for a in arrays])
+
+    def _pad_left(self, cache, n: int):
+        return self._rebuild(lambda a: np.pad(a, ((0, 0), (0, 0), (n, 0), (0, 0))), cache)
+
+    def _concat(self, cache, other):
+        return self._rebuild(lambda a, b: np.concatenate([a, b], 0), cache, other)
+
+    def _select(self, cache, rows: list[int]):
+        return self._rebuild(lambda a: a[rows], cache)
+
+    def _cut(self, cache, first: int):
+        return self._rebuild(lambda a: a[:, :, first:], cache)
 
 
 class SerialEngine:
@@ -219,9 +284,11 @@ class SerialEngine:
 
 
 def make_engine(model, backend: str = "torch", store=None):
-    """The engine for ``backend``: batched for torch, serial for the ONNX Runtime variants."""
+    """The engine for ``backend``: batched for torch and the ONNX Runtime variants, serial for a
+    backend without a batched forward pass (llama.cpp)."""
     if backend == "torch":
         return TorchBatchEngine(model)
     from ..runtime.backends import make_backend
 
-    return SerialEngine(make_backend(model, backend, store=store))
+    runner = make_backend(model, backend, store=store)
+    return OrtBatchEngine(runner) if hasattr(runner, "forward") else SerialEngine(runner)

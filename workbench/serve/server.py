@@ -185,8 +185,36 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+START_TIMEOUT_S = 180.0  # loading the models and binding, exports aside
+
+
+def serve_backends(cards) -> list[str]:
+    """Backends every one of ``cards`` can be served on, torch first."""
+    from ..runtime.backends import available_backends
+
+    names = [available_backends(card) for card in cards]
+    return [n for n in names[0] if all(n in other for other in names[1:])] if names else ["torch"]
+
+
+def start_seconds(store, models: list[str], backend: str) -> float:
+    """How long a server start may take: ``START_TIMEOUT_S`` plus 1.5x the estimated time of the
+    ONNX exports ``backend`` still needs for ``models`` (a variant and the ones it is made from)."""
+    from ..onnx import cached_export, estimated_seconds
+    from ..onnx.spec import SOURCES
+    from ..runtime.backends import BACKEND_VARIANTS
+
+    variant, exports = BACKEND_VARIANTS.get(backend), 0.0
+    for model_id in models if variant else []:
+        card, v = store.card(model_id), variant
+        while v is not None:
+            if cached_export(store, model_id, v, verify=False) is None:
+                exports += estimated_seconds(card.layers, v)
+            v = SOURCES.get(v)
+    return START_TIMEOUT_S + 1.5 * exports
+
+
 def start_background(home: str | Path, models: list[str] | None = None, backend: str = "torch",
-                     port: int | None = None, timeout: float = 180.0) -> ServerState:
+                     port: int | None = None, timeout: float = START_TIMEOUT_S) -> ServerState:
     """Start ``workbench serve`` on 127.0.0.1 as a process of its own and wait until it answers.
     If this store root's server already runs, return it."""
     running = read_state(home)

@@ -181,3 +181,17 @@ def test_int8_is_judged_on_tokens_and_its_drift_is_reported(tiny_store):
     assert report.prompt_max_abs_diff > 1e-4  # quantization moves logits; the number is shown
     assert report.passed == (report.greedy_match == report.greedy_total)
     assert "int8" in report.verdict and f"{report.greedy_match}/16" in report.verdict
+
+
+def test_a_cache_built_from_a_view_owns_its_memory(tiny_store):
+    import numpy as np
+    import torch
+
+    backend = OrtBackend(seed_export(tiny_store, "tiny-llama"), "cpu", threads=1)
+    _, state = backend.prefill(torch.tensor([[1, 2, 3, 4]]))
+    arrays = backend.cache_arrays(state.past)
+    cut = backend.cache_from_arrays([a[:, :, 1:] for a in arrays])  # slices of the old buffers
+    assert all(not np.shares_memory(new, old) for new, old in zip(cut.arrays, arrays))
+    assert [a.shape[2] for a in backend.cache_arrays(cut)] == [3] * len(arrays)
+    del state, arrays  # the old buffers go; the new cache still reads the same numbers
+    assert all(np.isfinite(a).all() for a in backend.cache_arrays(cut))

@@ -9,7 +9,7 @@ import pytest
 
 from workbench.runtime.sampling import argmax
 from workbench.serve.batching import Batcher, DoneEvent, TokenEvent
-from workbench.serve.engine import TorchBatchEngine
+from workbench.serve.engine import OrtBatchEngine, TorchBatchEngine, make_engine
 from workbench.serve.errors import QueueFullError
 from workbench.serve.sampling import SamplingParams
 
@@ -28,17 +28,30 @@ def _model(tiny_store, name):
     return load_model(name, store=tiny_store, device="cpu")
 
 
-def _solo(model, ids, params):
-    b = Batcher(model, TorchBatchEngine(model), max_batch=1)
+def _engines(tiny_store, model, kind):
+    """A factory of fresh engines of ``kind``: "torch", or "onnxruntime-fused" on a seeded export."""
+    if kind == "torch":
+        return lambda: TorchBatchEngine(model)
+    from workbench.testing.exports import seed_export
+
+    seed_export(tiny_store, model.card.id, "fused")
+    return lambda: make_engine(model, kind, store=tiny_store)
+
+
+ENGINES = ["torch", "onnxruntime-fused"]
+
+
+def _solo(model, ids, params, engine=None):
+    b = Batcher(model, (engine or TorchBatchEngine)(model), max_batch=1)
     try:
         return b.run(ids, params)
     finally:
         b.close()
 
 
-def _together(model, prompts_ids, params_list, max_batch=8, prefill_chunk=64):
+def _together(model, prompts_ids, params_list, max_batch=8, prefill_chunk=64, engine=None):
     """Submit all at once (read as one group, rows leave at different steps)."""
-    b = Batcher(model, TorchBatchEngine(model), max_batch=max_batch, prefill_chunk=prefill_chunk)
+    b = Batcher(model, (engine or TorchBatchEngine)(model), max_batch=max_batch, prefill_chunk=prefill_chunk)
     queues = []
     with model.lock:  # nothing runs until every request is queued
         for ids, p in zip(prompts_ids, params_list):
@@ -110,14 +123,16 @@ def test_solo_greedy_matches_the_workbench_generation_loop(tiny_store):
     assert done.text == expected.text
 
 
-def test_the_engine_keeps_each_rows_logits_while_rows_join_and_leave(tiny_store):
+@pytest.mark.parametrize("kind", ENGINES)
+def test_the_engine_keeps_each_rows_logits_while_rows_join_and_leave(tiny_store, kind):
     import torch
 
     model = _model(tiny_store, "tiny-llama")
+    new_engine = _engines(tiny_store, model, kind)
     ids = [model.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
 
     def alone(i, steps):
-        e = TorchBatchEngine(model)
+        e = new_engine()
         logits, out = e.add(ids[i]), []
         for _ in range(steps):
             out.append(logits)
@@ -125,7 +140,7 @@ def test_the_engine_keeps_each_rows_logits_while_rows_join_and_leave(tiny_store)
         return out
 
     ref = [alone(i, 8) for i in range(3)]
-    e = TorchBatchEngine(model)
+    e = new_engine()
     last = [e.add(ids[0])]
     seen = {0: [], 1: [], 2: []}
     rows = [0]
@@ -148,14 +163,16 @@ def test_the_engine_keeps_each_rows_logits_while_rows_join_and_leave(tiny_store)
     assert e.mask[:, 0].any()  # no all-padding column is left
 
 
+@pytest.mark.parametrize("kind", ENGINES)
 @pytest.mark.parametrize("columns", [None, 3])
-def test_a_group_read_together_gives_each_row_its_solo_logits(tiny_store, columns):
+def test_a_group_read_together_gives_each_row_its_solo_logits(tiny_store, columns, kind):
     import torch
 
     model = _model(tiny_store, "tiny-llama")
+    new_engine = _engines(tiny_store, model, kind)
     ids = [model.tokenizer(p)["input_ids"] for p in PROMPTS]
-    solo = [TorchBatchEngine(model).add(i) for i in ids]
-    e = TorchBatchEngine(model)
+    solo = [new_engine().add(i) for i in ids]
+    e = new_engine()
     first = e.add(ids[0])  # a row already decoding when the group joins
     pre = e.start(ids[1:])
     while (logits := e.advance(pre, columns)) is None:
@@ -210,3 +227,17 @@ def test_a_full_queue_is_refused_and_cancelled_jobs_leave(tiny_store):
     finally:
         b.close()
     assert all(isinstance(t, TokenEvent) for t in got)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+def test_onnxruntime_variants_decode_together_and_equal_each_request_alone(tiny_store, name):
+    model = _model(tiny_store, name)
+    new_engine = _engines(tiny_store, model, "onnxruntime-fused")
+    assert isinstance(new_engine(), OrtBatchEngine)
+    ids = [model.tokenizer(p)["input_ids"] for p in PROMPTS]
+    params = [SamplingParams(max_tokens=n, ignore_eos=True) for n in (20, 7, 30, 12, 25)]
+    solo = [[t.token_id for t in _solo(model, i, p, lambda m: new_engine())[0]] for i, p in zip(ids, params)]
+    batched = _together(model, ids, params, prefill_chunk=3, engine=lambda m: new_engine())
+    assert [[t.token_id for t in toks] for toks, _ in batched] == solo
+    torch_solo = [[t.token_id for t in _solo(model, i, p)[0]] for i, p in zip(ids, params)]
+    assert solo == torch_solo  # and the same tokens as torch

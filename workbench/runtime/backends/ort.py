@@ -134,6 +134,12 @@ def open_session(export: OnnxExport, device: str = "cpu", threads: int | None = 
         return _SESSIONS.setdefault(key, entry)
 
 
+class _Borrowed(list):
+    """C++ OrtValues that borrow numpy arrays, with the arrays (``.arrays``) kept alive beside them."""
+
+    arrays: list
+
+
 @dataclass
 class _State:
     # present.N.key/value of the last call, (1, H, length, D) each, in the order of the past inputs:
@@ -143,7 +149,8 @@ class _State:
 
 
 class OrtBackend:
-    """``Backend`` over an ONNX Runtime session of a KV-cache export (batch 1)."""
+    """``Backend`` over an ONNX Runtime session of a KV-cache export: ``prefill``/``step`` for one
+    sequence, ``forward`` for a left-padded batch (the server's ``OrtBatchEngine``)."""
 
     def __init__(self, export: OnnxExport, device: str = "cpu", threads: int | None = None, name: str | None = None):
         self.export = export
@@ -156,17 +163,12 @@ class OrtBackend:
         self._device_id = _device_index(device) if self.on_gpu else 0
         self._past_names = export.input_names[3:]
         self._present_names = export.output_names[1:]
-        shape = (1, export.kv_heads, 0, export.head_dim)
-        self._empty = [
-            ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), self._ort_device, self._device_id)
-            for _ in self._past_names
-        ]
         # the CPU path's run_with_ortvaluevector takes names, C++ values and output devices as lists
         self._feed_names = ["input_ids", "attention_mask", "position_ids", *self._past_names]
         self._fetch_names = [*self._present_names, "logits"]
         cpu = _ort_c.OrtDevice(_ort_c.OrtDevice.cpu(), _ort_c.OrtDevice.default_memory(), 0)
         self._fetch_devices = [cpu] * len(self._fetch_names)
-        self._empty_c = [value._get_c_value() for value in self._empty]
+        self._empty = self.empty_cache(1)
         self._run_options = ort.RunOptions()
 
     def settings(self) -> dict:
@@ -197,11 +199,34 @@ class OrtBackend:
                 pass
         return config
 
-    def _run(self, ids: np.ndarray, length: int, past) -> tuple[torch.Tensor, _State]:
-        """Feed ``ids`` (1, S) after ``length`` cached tokens; return logits (V,) and the state."""
-        seq = ids.shape[1]
-        mask = np.ones((1, length + seq), np.int64)
-        positions = np.arange(length, length + seq, dtype=np.int64)[None]
+    def empty_cache(self, rows: int):
+        """A cache of no positions for ``rows`` sequences, to feed ``forward`` as ``past``."""
+        return self.cache_from_arrays([np.zeros((rows, self.export.kv_heads, 0, self.export.head_dim), np.float32)
+                                       for _ in self._past_names])
+
+    def cache_arrays(self, past) -> list[np.ndarray]:
+        """A cache (``forward``'s presents, or ``cache_from_arrays``'s) as host arrays (B, H, L, D),
+        one per past input: views on the CPU, copies from a GPU."""
+        return [past[i].numpy() for i in range(len(self._past_names))]
+
+    def cache_from_arrays(self, arrays: list[np.ndarray]):
+        """Host arrays (B, H, L, D), one per past input, as a cache ``forward`` takes. On the CPU the
+        values borrow the arrays (the returned list keeps them alive; views are copied first); on a
+        GPU they are copied."""
+        if self.on_gpu:
+            return [ort.OrtValue.ortvalue_from_numpy(a, self._ort_device, self._device_id) for a in arrays]
+        # own every array: a view (a slice of another cache's buffer) would dangle once that cache is freed
+        arrays = [a if a.flags.owndata and a.flags.c_contiguous and a.dtype == np.float32
+                  else np.array(a, np.float32, order="C") for a in arrays]
+        cache = _Borrowed(_ort_c.OrtValue.ortvalue_from_numpy(a, self._fetch_devices[0]) for a in arrays)
+        cache.arrays = arrays
+        return cache
+
+    def forward(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past) -> tuple[torch.Tensor, Any]:
+        """One forward pass of B sequences: ``ids`` and ``positions`` (B, S) and ``mask`` (B, L + S,
+        0 = padding) int64 arrays after ``past``, a cache of L positions (an earlier call's presents,
+        ``empty_cache`` or ``cache_from_arrays``). Returns the last position's logits (B, V) and the
+        presents (the cache of L + S positions)."""
         if not self.on_gpu:
             feeds = _ort_c.OrtValueVector()
             feeds.reserve(len(self._feed_names))
@@ -213,8 +238,8 @@ class OrtBackend:
             self.session.run_with_ortvaluevector(
                 self._run_options, self._feed_names, feeds, self._fetch_names, outputs, self._fetch_devices
             )
-            logits = outputs[len(self._past_names)].numpy()[0, -1]  # (V,): a view that keeps its OrtValue alive
-            return torch.from_numpy(logits), _State(outputs, length + seq)
+            logits = outputs[len(self._past_names)].numpy()[:, -1]  # (B, V): a view that keeps its OrtValue alive
+            return torch.from_numpy(logits), outputs  # presents first, logits last
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
@@ -226,14 +251,22 @@ class OrtBackend:
             binding.bind_output(name, self._ort_device, self._device_id)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        logits = torch.from_numpy(outputs[0].numpy()[0, -1].copy())  # (V,)
-        return logits, _State(list(outputs[1:]), length + seq)
+        logits = torch.from_numpy(outputs[0].numpy()[:, -1].copy())  # (B, V)
+        return logits, list(outputs[1:])
+
+    def _run(self, ids: np.ndarray, length: int, past) -> tuple[torch.Tensor, _State]:
+        """Feed ``ids`` (1, S) after ``length`` cached tokens; return logits (V,) and the state."""
+        seq = ids.shape[1]
+        mask = np.ones((1, length + seq), np.int64)
+        positions = np.arange(length, length + seq, dtype=np.int64)[None]
+        logits, present = self.forward(ids, mask, positions, past)
+        return logits[0], _State(present, length + seq)
 
     def prefill(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
         ids = np.ascontiguousarray(input_ids.detach().cpu().numpy(), np.int64)  # (1, T)
         if ids.ndim != 2 or ids.shape[0] != 1:
             raise WorkbenchError(f"OrtBackend takes input_ids of shape (1, T), got {tuple(ids.shape)}.")
-        return self._run(ids, 0, self._empty if self.on_gpu else self._empty_c)
+        return self._run(ids, 0, self._empty)
 
     def step(self, token_id: int, state: _State) -> tuple[torch.Tensor, Any]:
         return self._run(np.array([[token_id]], np.int64), state.length, state.past)
