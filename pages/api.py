@@ -30,6 +30,7 @@ class ApiKeys:
 
     new_key = "api_new_key"  # (name, key) created in this session: shown once, used by "try it"
     answer = "api_answer"  # the last "try it" answer
+    try_key = "api_try_key"  # the key "try it" sends
 
 
 route_through_app()
@@ -89,6 +90,7 @@ name = c1.text_input("New key name", key="api_key_name", placeholder="e.g. lapto
 if c2.button("Create key", key="api_key_create"):
     try:
         st.session_state[ApiKeys.new_key] = (name, keys.create(name))
+        st.session_state[ApiKeys.try_key] = st.session_state[ApiKeys.new_key][1]  # "try it" uses it
     except WorkbenchError as err:
         show_error(err)
 created = st.session_state.get(ApiKeys.new_key)
@@ -108,6 +110,7 @@ if listed:
         keys.revoke(victim)
         if created and created[0] == victim:
             del st.session_state[ApiKeys.new_key]
+            st.session_state.pop(ApiKeys.try_key, None)
         st.rerun()
 else:
     st.caption("No keys yet: every request gets 401 until you create one.")
@@ -134,7 +137,8 @@ else:
     text = st.text_area("Text", "The capital of France is", key="api_try_text")
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     try_model = c1.selectbox("Model", state.models, key="api_try_model")
-    try_key = c2.text_input("API key", value=shown_key or "", type="password", key="api_try_key")
+    try_key = c2.text_input("API key", type="password", key=ApiKeys.try_key,
+                            help="Filled with the key created on this page; paste another one here.")
     if c3.button("Send", key="api_try_go", type="primary"):
         try:
             st.session_state[ApiKeys.answer] = client.generate(state.url, try_key, try_model, text)

@@ -67,10 +67,10 @@ def test_the_server_starts_on_an_onnxruntime_backend_picked_on_the_page(open_pag
     seed_export(tiny_store, "tiny-llama", "fused")
     assert start_seconds(tiny_store, ["tiny-llama"], "onnxruntime-fused") == START_TIMEOUT_S
     at.selectbox(key="api_backend").set_value("onnxruntime-fused").run()
-    at.text_input(key="api_key_name").set_value("page").run()
-    at.button(key="api_key_create").click().run()
     at.button(key="api_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    at.text_input(key="api_key_name").set_value("page").run()  # a key made while it serves: "try it" uses it
+    at.button(key="api_key_create").click().run()
     state = read_state(tiny_store.home)
     assert state and state.backend == "onnxruntime-fused" and state.models == ["tiny-llama"]
     assert any("onnxruntime-fused" in s.value for s in at.success)

@@ -1,5 +1,6 @@
 """Latency page through streamlit.testing (no browser, no JavaScript)."""
 import json
+import re
 
 import pytest
 
@@ -44,8 +45,8 @@ def test_one_button_exports_checks_and_times(page, tiny_store):
     assert figures[0]["data"][0]["x"] == [16, 32]
     assert figures[1]["data"][0]["x"] == ["torch", "onnxruntime"]
     metrics = {m.label: m.value for m in page.metric}
-    assert set(metrics) == {"torch decode", "onnxruntime decode"}
-    assert all(v.endswith("ms/token") for v in metrics.values())
+    assert set(metrics) == {"torch", "onnxruntime"}
+    assert all(re.fullmatch(r"[\d.]+ ms", v) for v in metrics.values())
     labels = [b.label for b in page.get("download_button")]
     assert labels == ["CSV", "JSON", "HTML report"]
     assert set(measured_speeds(tiny_store, "tiny-llama")) == {"torch", "onnxruntime"}
@@ -63,9 +64,11 @@ def test_int8_drift_is_shown_as_a_verdict(page, tiny_store):
     # torch is added as the reference for parity and speed-up
     assert [r.backend for r in result.results] == ["torch", "onnxruntime-int8"]
     report = result.parity["onnxruntime-int8"]
-    verdicts = [e.value for e in page.error] + [s.value for s in page.success]
+    verdicts = [e.value for e in page.error] + [s.value for s in page.success] + [w.value for w in page.warning]
     assert any(report.verdict in v for v in verdicts)
     assert any("max |Δlogits|" in v for v in verdicts)
+    if not report.passed:  # drift is expected of int8: a warning, not an error
+        assert not any(report.verdict in e.value for e in page.error)
 
 
 def test_settings_that_do_not_fit_say_how_to_fix_them(page, tiny_store):

@@ -110,10 +110,11 @@ class ParityReport:
         """One line for people, e.g. 'PASS (fused): max |Δlogits| 1e-04, 64/64 greedy tokens equal
         to torch (needs max |Δlogits| ≤ 3.1e-04 (8× this machine's fp32 noise floor) and ...)'."""
         word = "PASS" if self.passed else "FAIL"
+        floor = f"; fp32 noise floor {self.noise_floor:.2g}" if self.threshold.judge_logits else ""
         return (
             f"{word} ({self.variant}): max |Δlogits| {self.max_abs_diff:.2g}, "
             f"{self.greedy_match}/{self.greedy_total} greedy tokens equal to torch "
-            f"(needs {self.threshold.describe(self.tolerance)}; fp32 noise floor {self.noise_floor:.2g})"
+            f"(needs {self.threshold.describe(self.tolerance)}{floor})"
         )
 
     def to_json(self) -> dict:
