@@ -93,6 +93,12 @@ def test_q4_maps_every_matrix_and_matches_torch_to_fp32_rounding(gguf_store):
     assert all(form.startswith(("MatMulNBits", "GatherBlockQuantized")) for _, form in forms)
     fp32 = export_model(store, MODEL, "fp32")
     assert weight_bytes_per_token(q4.onnx_path) < weight_bytes_per_token(fp32.onnx_path) / 2
+    # zero points are left out where every block's is the op's default (8): the faster kernels
+    import onnx
+
+    inputs = [len(n.input) for n in onnx.load(q4.onnx_path, load_external_data=False).graph.node
+              if n.op_type == "MatMulNBits"]
+    assert 3 in inputs and 4 in inputs  # the tiny twin has both kinds of tensor
 
     model = load_model(MODEL, store=store)
     backend = make_backend(model, "onnxruntime-q4", store=store)
