@@ -9,10 +9,12 @@ q/k projections, and finds packed weights (q/k/v or gate/up concatenated by the 
 runs of rows of several tensors. A weight with a row that matches nothing stays fp32 and is
 listed.
 
-How a block type becomes 4-bit ``MatMulNBits`` (see ``gguf_blocks``): 4-bit codes go in as they
-are with their zero point (left out when every block's is the op's default 8, as for Q4_0 and the
-centred Q4_1 / Q4_K: ONNX Runtime's kernels without zero points were 10-20 % faster here); 5-, 6- and 8-bit codes as two 4-bit halves laid side by side along K,
-the input fed twice (``Concat(x, x)``), one kernel call; per-block offsets (Q4_1, Q5_1, Q4_K) as a
+How a block type becomes ``MatMulNBits`` (see ``gguf_blocks``): 4-bit codes go in as they are
+with their zero point (left out when every block's is the op's default, 8, as for Q4_0 and the
+centred Q4_1 / Q4_K: ONNX Runtime's kernels without zero points were 10-27 % faster here); 5-, 6-
+and 8-bit codes go in as 8-bit codes where activations are int8 (``accuracy_level`` 4), and as two
+4-bit halves laid side by side along K, the input fed twice (``Concat(x, x)``), where they are
+fp32 (ONNX Runtime's 8-bit kernel with fp32 activations is far slower than two 4-bit calls); per-block offsets (Q4_1, Q5_1, Q4_K) as a
 correction ``(x @ S) @ offsetsᵀ`` where ``S`` sums each block of x. All exact: the graph computes
 with the GGUF's weights, only the order of the float additions differs. ``accuracy_level`` 0
 keeps activations fp32; 4 quantizes them to int8 per block, as llama.cpp's dot products do.
@@ -110,9 +112,6 @@ def _pack4(q: np.ndarray) -> np.ndarray:
     return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
 
 
-DEFAULT_ZERO_POINT = 8  # MatMulNBits' zero point for 4-bit codes when the input is left out
-
-
 def _pack_zero_points(zp: np.ndarray) -> np.ndarray:
     """(N, blocks) zero points 0..15 -> (N, ceil(blocks/2)) bytes, block 2i in the low nibble."""
     n, b = zp.shape
@@ -180,29 +179,58 @@ class _Graph:
         return self.const_named(self.name(stem), array)
 
 
+def _eight_bit_parts(pieces: list[BlockTensor]) -> tuple[_Half, np.ndarray | None]:
+    """The pieces as one matrix of byte codes (any width up to 8 bits, each with its own zero
+    point), and the offsets (N, K/block) or None."""
+    pieces = [p.centered() for p in pieces]
+    half = _Half(np.concatenate([p.q for p in pieces]).astype(np.uint8),
+                 np.concatenate([p.scale for p in pieces]).astype(np.float32),
+                 np.concatenate([np.full(p.scale.shape, p.zero_point, np.uint8) for p in pieces]))
+    if not any(p.offset is not None for p in pieces):
+        return half, None
+    offsets = [p.offset if p.offset is not None else np.zeros(p.scale.shape, np.float32) for p in pieces]
+    return half, np.concatenate(offsets).astype(np.float32)
+
+
+def eight_bit_form(pieces: list[BlockTensor], accuracy: int) -> bool:
+    """Whether a weight goes in as 8-bit codes rather than 4-bit (halves): only with int8
+    activations, where ONNX Runtime's 8-bit kernel is 1.3-1.8x faster than two 4-bit halves; with
+    fp32 activations its 8-bit kernel is 35-60x slower than fp32 (benchmarks/matmulnbits_kernels.py)."""
+    return accuracy == 4 and any(p.bits > 4 for p in pieces)
+
+
 def _matmul_nbits_nodes(g: _Graph, x: str, y: str, pieces: list[BlockTensor], accuracy: int) -> tuple[list, int]:
     """Nodes computing ``y = x @ Wᵀ`` for W made of ``pieces``; and the bytes of their constants."""
     from onnx import helper
 
-    half, offsets, split = _nbits_parts(pieces)
-    n, k2 = half.q.shape
     block = pieces[0].block
     nodes = []
     stem = g.name("gguf_matmul")
     a = x
-    if split:
-        a = f"{stem}/x2"
-        nodes.append(helper.make_node("Concat", [x, x], [a], name=f"{stem}/concat", axis=-1))
-    codes = _pack4(half.q.reshape(n, k2 // block, block))
+    if eight_bit_form(pieces, accuracy):
+        bits, split = 8, False
+        half, offsets = _eight_bit_parts(pieces)
+        n, k2 = half.q.shape
+        codes = np.ascontiguousarray(half.q.reshape(n, k2 // block, block))
+        zero_points = half.zp  # (N, blocks), a byte each
+    else:
+        bits = 4
+        half, offsets, split = _nbits_parts(pieces)
+        n, k2 = half.q.shape
+        if split:
+            a = f"{stem}/x2"
+            nodes.append(helper.make_node("Concat", [x, x], [a], name=f"{stem}/concat", axis=-1))
+        codes = _pack4(half.q.reshape(n, k2 // block, block))
+        zero_points = _pack_zero_points(half.zp)
     b = g.const(f"{stem}/B", codes)
     s = g.const(f"{stem}/scales", half.scale)
     inputs, size = [a, b, s], codes.nbytes + half.scale.nbytes
-    if not (half.zp == DEFAULT_ZERO_POINT).all():  # the kernels without zero points are faster
-        inputs.append(g.const(f"{stem}/zero_points", _pack_zero_points(half.zp)))
-        size += (half.zp.shape[1] + 1) // 2 * n
+    if not (half.zp == 2 ** (bits - 1)).all():  # the op's default; the kernels without zero points are faster
+        inputs.append(g.const(f"{stem}/zero_points", zero_points))
+        size += zero_points.nbytes
     main = f"{stem}/nbits" if offsets is not None else y
     nodes.append(helper.make_node("MatMulNBits", inputs, [main], name=stem, domain=MS_DOMAIN,
-                                  K=k2, N=n, bits=4, block_size=block, accuracy_level=accuracy))
+                                  K=k2, N=n, bits=bits, block_size=block, accuracy_level=accuracy))
     if offsets is not None:
         k = k2 // 2 if split else k2
         sm = g.block_sums(k, block)
@@ -294,8 +322,11 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
             form = "GatherBlockQuantized 8-bit" if pieces[0].bits > 4 else "GatherBlockQuantized 4-bit"
         elif len(blocks) == 1:
             out = _matmul_nbits_nodes(g, node.input[0], node.output[0], pieces, accuracy_level)
-            parts = ["4-bit"] + (["5-8-bit as 2 x 4-bit"] if any(p.bits > 4 for p in pieces) else []) + (
-                ["+ block offsets"] if any(p.offset is not None for p in pieces) else [])
+            if eight_bit_form(pieces, accuracy_level):
+                parts = ["8-bit"]
+            else:
+                parts = ["4-bit"] + (["5-8-bit as 2 x 4-bit"] if any(p.bits > 4 for p in pieces) else [])
+            parts += ["+ block offsets"] if any(p.offset is not None for p in pieces) else []
             form = f"MatMulNBits {' '.join(parts)}, block {pieces[0].block}"
         else:
             out = None

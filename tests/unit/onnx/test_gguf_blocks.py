@@ -49,10 +49,13 @@ def test_a_broken_reader_would_be_caught():
     assert check_against_gguf(tensor, reference) > 1
 
 
+@pytest.mark.parametrize("accuracy", [0, 4])
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K"])
-def test_one_matmul_nbits_node_computes_with_the_gguf_weights(kind):
+def test_one_matmul_nbits_node_computes_with_the_gguf_weights(kind, accuracy):
     """The rewrite's node pattern on one matrix: ONNX Runtime's output equals x @ Wᵀ of the
-    de-quantized weights to fp32 rounding (fp32 activations)."""
+    de-quantized weights to fp32 rounding. The forms written for int8 activations (accuracy 4:
+    5-8-bit codes as 8-bit) are checked the same way, run with fp32 activations (accuracy 0), so
+    only the layout of their weights is under test, exactly."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -70,8 +73,15 @@ def test_one_matmul_nbits_node_computes_with_the_gguf_weights(kind):
         [onnx.numpy_helper.from_array(np.ascontiguousarray(w.T), "w_t")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    report = rewrite(model, {"w": tensor})
+    report = rewrite(model, {"w": tensor}, accuracy_level=accuracy)
     assert [r.form.startswith("MatMulNBits") for r in report.weights] == [True]
+    nbits = [node for node in model.graph.node if node.op_type == "MatMulNBits"]
+    bits = {a.name: a.i for a in nbits[0].attribute}["bits"]
+    assert bits == (8 if accuracy == 4 and tensor.bits > 4 else 4), report.weights[0].form
+    for node in nbits:  # fp32 activations for the check
+        for attr in node.attribute:
+            if attr.name == "accuracy_level":
+                attr.i = 0
     assert "MatMulNBits" in {node.op_type for node in model.graph.node}
     assert not any(i.name == "w_t" for i in model.graph.initializer)  # the fp32 copy is gone
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -110,6 +110,10 @@ def test_q4_maps_every_matrix_and_matches_torch_to_fp32_rounding(gguf_store):
     drift = check_parity(model, q4a8, "The capital of France is", steps=12)
     assert drift.variant == "q4a8" and not drift.threshold.judge_logits  # judged on tokens, drift shown
     assert drift.max_abs_diff > 0
+    # with int8 activations the 8-bit codes (the Q8_0 LM head) go in as 8-bit, not as two halves
+    q4a8_forms = {row["onnx_form"] for row in json.loads((q4a8.export.directory / EXPORT_MANIFEST).read_text())["mapping"]}
+    assert any(f.startswith("MatMulNBits 8-bit") for f in q4a8_forms), q4a8_forms
+    assert not any("2 x 4-bit" in f for f in q4a8_forms)
 
     # another GGUF with the same shapes but other values (each matrix's scales doubled),
     # recorded as the entry's own: no weight matches, the export is refused, the good one stays
