@@ -220,7 +220,8 @@ class OrtBatchEngine(BatchEngine):
     def _forward(self, ids, mask, positions, cache):
         as_array = lambda t: np.ascontiguousarray(t.numpy(), np.int64)
         logits, cache = self.backend.forward(as_array(ids), as_array(mask), as_array(positions), cache)
-        return logits.float(), cache
+        # a copy: the logits live in that call's output buffers, which go when the cache is rebuilt
+        return logits.clone(), cache
 
     def _empty(self, rows: int):
         return self.backend.empty_cache(rows)
