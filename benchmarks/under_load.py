@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 
-import psutil
-
-
+from workbench.common import PeakRSS  # noqa: E402
 from workbench.testing.browser import (  # noqa: E402
     CHROMIUM, CHROMIUM_ARGS, new_page, open_generate_sampling, start_app, stop_app, wait_idle,
 )
@@ -28,29 +25,6 @@ from workbench.store import Store, default_home  # noqa: E402
 PROMPTS = ["Once upon a time", "The capital of France is", "日本の首都は", "def fibonacci(n):",
            "<script>alert(1)</script> is", "The best way to learn is"]
 MODEL = "smollm2-135m-instruct"
-
-
-class PeakRss:
-    def __init__(self, pid: int):
-        self.proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(True))
-            except psutil.Error:
-                break
-            self.peak = max(self.peak, rss)
-            time.sleep(0.1)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join()
 
 
 def main() -> None:
@@ -68,7 +42,7 @@ def main() -> None:
 
     proc, url = start_app(home)
     try:
-        with PeakRss(proc.pid) as rss, sync_playwright() as pw:
+        with PeakRSS(proc.pid, children=True, interval=0.1) as rss, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             pages = [new_page(browser, 1200, 900) for _ in prompts]
             for pg, prompt in zip(pages, prompts):

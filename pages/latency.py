@@ -14,7 +14,7 @@ from workbench.latency.harness import run_benchmark
 from workbench.latency.results import BenchConfig
 from workbench.data.install import catalog as dataset_catalog
 from workbench.latency.speeds import measured_speeds, record_speeds
-from workbench.onnx import cached_export, estimated_seconds
+from workbench.onnx import cached_export, pending_export_seconds
 from workbench.quality.results import measured_quality
 from workbench.runtime.backends import (
     BACKEND_VARIANTS,
@@ -74,7 +74,7 @@ with st.container(border=True, key="latency_settings"):
     pending = [b for b in backends if b in BACKEND_VARIANTS
                and cached_export(store, card.id, BACKEND_VARIANTS[b], verify=False) is None]
     if pending:
-        minutes = sum(estimated_seconds(card.layers, BACKEND_VARIANTS[b]) for b in pending) / 60
+        minutes = pending_export_seconds(store, card.id, [BACKEND_VARIANTS[b] for b in pending]) / 60
         st.caption(f"First run exports {', '.join(pending)} to ONNX: about {max(minutes, 0.2):.1f} min here, then cached.")
     run = st.button("Export, check and time", type="primary", key="lat_run",
                     disabled=not backends or not lengths)

@@ -110,33 +110,55 @@ def lazy_exports(package: str, names: dict[str, str]):
 
 
 class PeakRSS:
-    """Peak resident memory of this process inside the block, sampled every 5 ms on a thread:
-    ``peak`` and ``grown`` (peak minus the start), in bytes. For benchmarks and scripts."""
+    """Peak resident memory inside the block, sampled on a thread every ``interval`` seconds:
+    ``peak`` and ``grown`` (peak minus the start), in bytes. Of this process by default, of
+    process ``pid`` otherwise, with its children's when ``children``. Subclasses may sample more
+    in ``sample()`` (the latency harness adds GPU memory). For benchmarks and scripts."""
 
-    def __init__(self):
+    def __init__(self, pid: int | None = None, children: bool = False, interval: float = 0.005):
         import threading
 
         import psutil
 
-        self.proc, self._stop = psutil.Process(), threading.Event()
+        self.proc, self.children, self.interval = psutil.Process(pid), children, interval
+        self._stop = threading.Event()
         self.start = self.peak = 0
+
+    def rss(self) -> int:
+        rss = self.proc.memory_info().rss
+        if self.children:
+            rss += sum(c.memory_info().rss for c in self.proc.children(recursive=True))
+        return rss
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.rss())
 
     def __enter__(self):
         import threading
 
-        self.start = self.peak = self.proc.memory_info().rss
+        self.start = self.peak = self.rss()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def _run(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+        import psutil
+
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except psutil.Error:  # the process went away
+                break
 
     def __exit__(self, *exc):
+        import psutil
+
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
+        try:
+            self.sample()
+        except psutil.Error:
+            pass
 
     @property
     def grown(self) -> int:

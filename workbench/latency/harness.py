@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 
 import numpy as np
-import psutil
 import torch
 
-from ..common import Progress, quiet
+from ..common import PeakRSS, Progress, quiet
 from ..errors import InvalidInputError
 from ..runtime.backends import backend_settings
 from ..runtime.generation import greedy
@@ -82,36 +80,34 @@ class _Clock:
         return (time.perf_counter() - mark) * 1000
 
 
-class _MemorySampler:
+class _MemorySampler(PeakRSS):
     """Peak RSS (and GPU memory in use) of this process, sampled on a thread every 10 ms;
     ``enabled=False`` samples nothing (peaks stay 0)."""
 
     def __init__(self, gpu: bool, enabled: bool = True):
-        self.proc, self.gpu, self.enabled = psutil.Process(), gpu and torch.cuda.is_available(), enabled
-        self.peak_rss, self.peak_gpu, self._stop = 0, 0, threading.Event()
+        super().__init__(interval=0.01)
+        self.gpu, self.enabled = gpu and torch.cuda.is_available(), enabled
+        self.peak_gpu = 0
 
-    def _sample(self):
-        self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+    @property
+    def peak_rss(self) -> int:
+        return self.peak
+
+    def sample(self) -> None:
+        super().sample()
         if self.gpu:
             free, total = torch.cuda.mem_get_info()
             self.peak_gpu = max(self.peak_gpu, total - free)
 
-    def _loop(self):
-        while not self._stop.wait(0.01):
-            self._sample()
-
     def __enter__(self):
         if self.enabled:
-            self._sample()
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
+            super().__enter__()
+            self.sample()
         return self
 
     def __exit__(self, *exc):
         if self.enabled:
-            self._stop.set()
-            self._thread.join()
-            self._sample()
+            super().__exit__(*exc)
 
 
 def prefill_once(backend, ids: torch.Tensor) -> float:

@@ -7,8 +7,10 @@
 
 Importing this package loads no torch or onnxruntime; the builder does, in its own process.
 """
-from .cache import OnnxExport, cached_export, check_export, estimated_seconds, export_dir, export_model
+from .cache import (
+    OnnxExport, cached_export, check_export, estimated_seconds, export_dir, export_model, pending_export_seconds,
+)
 from .spec import DERIVED, VARIANTS
 
-__all__ = ["DERIVED", "VARIANTS", "OnnxExport", "cached_export", "check_export", "estimated_seconds",
+__all__ = ["DERIVED", "VARIANTS", "OnnxExport", "cached_export", "check_export", "estimated_seconds", "pending_export_seconds",
            "export_dir", "export_model"]

@@ -173,6 +173,19 @@ def estimated_seconds(layers: int, variant: str = "fp32") -> float:
             "q4a8": 30 + 2 * layers}.get(variant, 4 + layers)
 
 
+def pending_export_seconds(store: Store, model_id: str, variants) -> float:
+    """Estimated seconds of the exports still to make before ``variants`` of a model are ready:
+    each variant and the ones it is made from (``SOURCES``) that have no cached export, once."""
+    layers = store.card(model_id).layers or 12
+    missing = set()
+    for variant in variants:
+        while variant is not None:
+            if variant not in missing and cached_export(store, model_id, variant, verify=False) is None:
+                missing.add(variant)
+            variant = SOURCES.get(variant)
+    return sum(estimated_seconds(layers, v) for v in missing)
+
+
 def export_model(
     store: Store,
     model_id: str,

@@ -132,10 +132,10 @@ class _Half:
 def _nbits_parts(pieces: list[BlockTensor]) -> tuple[_Half, np.ndarray | None, bool]:
     """The pieces (runs of rows, concatenated along N) as one 4-bit matrix: (codes etc., offsets
     (N, K/block) or None, whether K is doubled because some piece was split into two halves)."""
+    pieces = [p.centered() for p in pieces]
     split = any(p.bits > 4 for p in pieces)
-    qs, scales, zps, offsets = [], [], [], []
+    qs, scales, zps = [], [], []
     for p in pieces:
-        p = p.centered()
         halves = split_nibbles(p)
         if split and len(halves) == 1:  # a 4-bit piece beside split ones: its high half is zero
             lo = halves[0]
@@ -143,10 +143,16 @@ def _nbits_parts(pieces: list[BlockTensor]) -> tuple[_Half, np.ndarray | None, b
         qs.append(np.concatenate([h.q for h in halves], axis=1))
         scales.append(np.concatenate([h.scale for h in halves], axis=1))
         zps.append(np.concatenate([np.full(h.scale.shape, h.zero_point, np.uint8) for h in halves], axis=1))
-        offsets.append(p.offset if p.offset is not None else np.zeros(p.scale.shape, np.float32))
-    has_offset = any(p.offset is not None for p in pieces)
     half = _Half(np.concatenate(qs), np.concatenate(scales).astype(np.float32), np.concatenate(zps))
-    return half, (np.concatenate(offsets).astype(np.float32) if has_offset else None), split
+    return half, _stacked_offsets(pieces), split
+
+
+def _stacked_offsets(pieces: list[BlockTensor]) -> np.ndarray | None:
+    """The pieces' block offsets stacked along N (zeros for a piece without), or None if none has any."""
+    if not any(p.offset is not None for p in pieces):
+        return None
+    return np.concatenate([p.offset if p.offset is not None else np.zeros(p.scale.shape, np.float32)
+                           for p in pieces]).astype(np.float32)
 
 
 class _Graph:
@@ -186,10 +192,7 @@ def _eight_bit_parts(pieces: list[BlockTensor]) -> tuple[_Half, np.ndarray | Non
     half = _Half(np.concatenate([p.q for p in pieces]).astype(np.uint8),
                  np.concatenate([p.scale for p in pieces]).astype(np.float32),
                  np.concatenate([np.full(p.scale.shape, p.zero_point, np.uint8) for p in pieces]))
-    if not any(p.offset is not None for p in pieces):
-        return half, None
-    offsets = [p.offset if p.offset is not None else np.zeros(p.scale.shape, np.float32) for p in pieces]
-    return half, np.concatenate(offsets).astype(np.float32)
+    return half, _stacked_offsets(pieces)
 
 
 def eight_bit_form(pieces: list[BlockTensor], accuracy: int) -> bool:

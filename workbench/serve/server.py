@@ -198,18 +198,12 @@ def serve_backends(cards) -> list[str]:
 
 def start_seconds(store, models: list[str], backend: str) -> float:
     """How long a server start may take: ``START_TIMEOUT_S`` plus 1.5x the estimated time of the
-    ONNX exports ``backend`` still needs for ``models`` (a variant and the ones it is made from)."""
-    from ..onnx import cached_export, estimated_seconds
-    from ..onnx.spec import SOURCES
+    ONNX exports ``backend`` still needs for ``models``."""
+    from ..onnx import pending_export_seconds
     from ..runtime.backends import BACKEND_VARIANTS
 
-    variant, exports = BACKEND_VARIANTS.get(backend), 0.0
-    for model_id in models if variant else []:
-        card, v = store.card(model_id), variant
-        while v is not None:
-            if cached_export(store, model_id, v, verify=False) is None:
-                exports += estimated_seconds(card.layers, v)
-            v = SOURCES.get(v)
+    variant = BACKEND_VARIANTS.get(backend)
+    exports = sum(pending_export_seconds(store, m, [variant]) for m in models) if variant else 0.0
     return START_TIMEOUT_S + 1.5 * exports
 
 
