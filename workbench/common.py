@@ -5,7 +5,10 @@ no heavy library (no torch, numpy or onnxruntime), so the store and the views st
 - ``cpu_count()``: the CPUs this process may run on (its affinity, not the machine's total).
 - ``library_versions(names)``: installed versions, "missing" for absent ones.
 - ``file_lock(path)``: an exclusive lock across processes (``fcntl.flock``).
-- ``atomic_write_text(path, text)``: temp file in the same folder, then one rename.
+- ``atomic_write_bytes`` / ``atomic_write_text`` / ``atomic_write_json``: the one atomic write
+  (temp file in the same folder, fsync, one rename, fsync of the folder).
+- ``fsync_dir(path)``: make a rename in ``path`` durable.
+- ``pid_alive(pid, cmdline_has=...)``: the one process liveness check (zombies count as dead).
 - ``human_bytes`` / ``human_count``: numbers for people, at the edge (CLI, pages).
 - ``text_config(config)``: the language model's part of a transformers config.
 - ``lazy_exports(package, names)``: a module ``__getattr__`` that imports a name on first use.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import importlib
 import importlib.metadata as md
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -61,19 +65,71 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+def fsync_dir(path: str | Path) -> None:
+    """fsync a folder, so a rename or a new file in it survives a power cut."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part:
+    a temp file in the same folder, flushed and fsynced, one ``os.replace``, then the folder
+    fsynced. ``mode`` (e.g. ``0o600``) is set on the temp file before any byte is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
+    """``atomic_write_bytes`` of ``text`` in UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def atomic_write_json(path: str | Path, obj, mode: int | None = None, indent: int | None = 2) -> Path:
+    """``atomic_write_text`` of ``obj`` as JSON (UTF-8, not ASCII-escaped)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False), mode)
+
+
+def pid_alive(pid: int, cmdline_has: Iterable[str] = ()) -> bool:
+    """True if process ``pid`` runs (not a zombie) and, when ``cmdline_has`` is given, its command
+    line contains every one of those strings (so a pid reused by another program reads as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    proc = Path(f"/proc/{pid}")
+    try:
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(0) is all we can know
+    return all(part in cmdline for part in cmdline_has)
 
 
 def human_bytes(n: float) -> str:

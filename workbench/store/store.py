@@ -21,6 +21,7 @@ into place with ``os.replace``; staging folders of dead processes are swept on s
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -226,6 +227,19 @@ class Store:
     def manifest(self, name: str) -> dict:
         """The installed entry's ``manifest.json`` (``IntegrityError`` if unreadable)."""
         return self._read_manifest(self.models_dir / self.card(name).id)
+
+    def fingerprint(self, name: str) -> str:
+        """What is installed, as one string: sha256 of the manifest's file list (names, sizes,
+        hashes). A reinstall with other weights changes it; caches of loaded models key on it.
+        ``ModelNotInstalledError`` when the entry has no readable manifest."""
+        try:
+            files = self.manifest(name)["files"]
+        except (IntegrityError, KeyError) as err:
+            raise ModelNotInstalledError(
+                f"The store entry of {name} has no readable manifest ({err}); reinstall it: "
+                f"`workbench store install {name} --force`."
+            ) from err
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
     @staticmethod
     def _read_manifest(path: Path) -> dict:
