@@ -1,4 +1,6 @@
-"""GPT Store Workbench: `streamlit run app.py`. Builds the menu; pages live in pages/.
+"""GPT Store Workbench: `workbench app` (or `streamlit run app.py` in the repo). Builds the menu;
+pages live in pages/, found relative to this file, so the wheel's copy (workbench/app/, see
+setup.py) works as the repo does.
 
 The menu is drawn here with `st.page_link` (Streamlit's own file-name menu of the pages/ folder is
 off in .streamlit/config.toml), so the first paint of a fresh server already shows the real one.

@@ -1,24 +1,40 @@
-"""Packaging hook: the model cards in models/ (their source) ship inside the wheel as
-workbench/store/cards/, and the dataset cards in corpora/ as workbench/data/cards/, so
-`pip install .` gives a complete store catalog. Everything else is in pyproject.toml."""
+"""Packaging hook: files whose source lives outside the package are copied into it at build, so
+an installed wheel is complete on its own:
+
+- the model cards in models/ as workbench/store/cards/, the dataset cards in corpora/ as
+  workbench/data/cards/ (`pip install .` gives a complete store catalog);
+- the Streamlit app (app.py, pages/*.py, .streamlit/config.toml) as workbench/app/, which
+  `workbench app` starts (app.py finds its pages relative to itself, so the layout is the repo's).
+
+Each target folder is emptied first, so a file removed from the repo leaves the wheel too. An
+editable install reads them all in place. Everything else is in pyproject.toml."""
 import shutil
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
+ROOT = Path(__file__).resolve().parent
+# (folder in the package, [(file pattern in the repo, folder under the target)])
+COPIED = (
+    (("store", "cards"), [("models/*.toml", ".")]),
+    (("data", "cards"), [("corpora/*.toml", ".")]),
+    (("app",), [("app.py", "."), ("pages/*.py", "pages"), (".streamlit/config.toml", ".streamlit")]),
+)
+
 
 class BuildPyWithCards(build_py):
     def run(self):
         super().run()
         if getattr(self, "editable_mode", False):
-            return  # an editable install reads models/ in place
-        root = Path(__file__).resolve().parent
-        for source, target in (("models", ("store", "cards")), ("corpora", ("data", "cards"))):
+            return  # an editable install reads models/, corpora/ and the app in place
+        for target, patterns in COPIED:
             folder = Path(self.build_lib).joinpath("workbench", *target)
-            folder.mkdir(parents=True, exist_ok=True)
-            for card in sorted(root.joinpath(source).glob("*.toml")):
-                shutil.copy2(card, folder / card.name)
+            shutil.rmtree(folder, ignore_errors=True)
+            for pattern, under in patterns:
+                for source in sorted(ROOT.glob(pattern)):
+                    (folder / under).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, folder / under / source.name)
 
 
 setup(cmdclass={"build_py": BuildPyWithCards})

@@ -18,7 +18,7 @@ check ``f(α_k+1) - f(α_k)`` against the trapezoid of ``Σ s`` over each grid i
 the error comes from (a sharp bend near the baseline, or a bug if it is spread evenly).
 
 Prints a table for people and its last line as JSON. One thread by default: on a shared 2-core
-machine, two threads ran 3-4x slower than one.
+machine, two threads can run slower than one.
 
     .venv/bin/python benchmarks/ig_convergence.py [--model ID] [--baselines zero,pad,mean]
 """

@@ -7,12 +7,12 @@ Prints a table for people and, as its last line, JSON for scripts:
 ``{"model", "torch_decode_p50_ms", "ort_decode_p50_ms", "decode_ratio", "parity": {...},
 "genai": {"<backend>": {"in_process": {...}, "separate_processes": {...}}}, "bandwidth": {...},
 "env": {...}}``. Ratios are taken within one run, the backends taking turns, because the load on a
-shared machine moves absolute numbers by 1.5x. The memory read ceiling is measured in the same run
-with the same thread count (``env["memory_read"]`` of the result; machines differ by 3x).
+shared machine moves absolute numbers a lot. The memory read ceiling is measured in the same run
+with the same thread count (``env["memory_read"]`` of the result; machines differ a lot).
 
 Our loop against onnxruntime-genai is measured two ways. In one process (this one), the two
 runtimes share it: two copies of ONNX Runtime, two thread pools, two copies of the weights, and
-which of them loaded first moves the ratio by about 3 %. In separate processes, each runtime runs
+which of them loaded first moves the ratio a little. In separate processes, each runtime runs
 in a fresh process of its own (``--worker``), as a user would run it, and the two take turns on
 command so they see the same machine load; only one of them computes at any time.
 """

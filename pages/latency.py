@@ -249,7 +249,7 @@ prompt length (the curve above), and it is mostly arithmetic, so more cores help
 **Decode** then produces one token per pass. Each pass reads every weight of the model once but
 does little arithmetic per weight, so on a CPU it waits on memory: the "weights GB/s" column is
 the bytes of weights one step reads divided by the decode time, and "share of ceiling" compares it
-with this machine's memory read bandwidth, measured in the same run (machines differ by 3×).
+with this machine's memory read bandwidth, measured in the same run (machines differ a lot).
 **The KV cache** is why decode is cheap: the keys and values of every earlier token are kept
 from the passes that made them, so a new token computes only its own and attends to the stored
 ones, instead of re-running the whole text each step. The exported ONNX graph takes the cache in

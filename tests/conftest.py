@@ -1,5 +1,9 @@
 """Shared fixtures. Every test gets its own empty store (``WORKBENCH_HOME`` in a temp dir) and
-the Hugging Face hub switched off, so no test touches the user's store or the network."""
+the Hugging Face hub switched off, so no test touches the user's store or the network.
+
+A test's folder is its tier: every test under ``tests/browser/`` is marked ``browser``, under
+``tests/slow/`` ``slow`` and under ``tests/gpu/`` ``gpu``, so ``-m "not slow and not browser"``
+selects the quick tier whatever a file itself declares."""
 from __future__ import annotations
 
 import os
@@ -12,6 +16,18 @@ from workbench.testing import ROOT  # noqa: F401
 from workbench.testing.stores import make_tiny_store  # noqa: F401
 
 TINY_KINDS = ("gpt2", "llama", "gemma3")
+TESTS = Path(__file__).resolve().parent
+TIER_OF_FOLDER = {"browser": "browser", "slow": "slow", "gpu": "gpu"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by ``-m``
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(item.path).resolve()
+        if path.is_relative_to(TESTS):
+            tier = TIER_OF_FOLDER.get(path.relative_to(TESTS).parts[0])
+            if tier:
+                item.add_marker(tier)
 
 
 @pytest.fixture(autouse=True)

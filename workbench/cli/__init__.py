@@ -1,7 +1,7 @@
 """The ``workbench`` command line. Each module of this package adds its own sub-commands with
 ``add_cli(subparsers)``: ``store``, ``generate``, ``attention``, ``interpret`` (lens, arch,
 attribute, compare), ``onnx`` (export, bench), ``datasets``, ``eval`` (module ``evaluate``),
-``finetune`` and ``jobs`` (module ``finetune``), ``serve`` (serve, keys).
+``finetune`` and ``jobs`` (module ``finetune``), ``serve`` (serve, keys), ``app`` (the Streamlit app).
 Heavy libraries are imported inside the commands, so ``workbench --help`` is quick.
 
 Errors from the workbench print their message to stderr and exit with status 2.
@@ -16,7 +16,7 @@ from ..errors import WorkbenchError
 
 # Modules (relative to this package) that add sub-commands: each defines ``add_cli(subparsers)``.
 COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".interpret", ".onnx", ".datasets", ".evaluate",
-                             ".finetune", ".serve")
+                             ".finetune", ".serve", ".app")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,16 +17,13 @@ model and are not attributed). Every method returns one score per token, the sum
 - occlusion: replace a token's embedding (or a span's) by the baseline and measure how much
   ``f`` and the target's probability drop; no gradients.
 
-Why these defaults (SmolLM2 135M, ``benchmarks/ig_convergence.py``, prompts of 5, 16, 33 and
-57 tokens; completeness error in % of ``|f(x) - f(x')|``): the target logit along a straight path
-has narrow bends (up to 1.8 logit inside one 1/64 of the path), so equal steps converge slowly
-and erratically — with the pad baseline, 64 equal trapezoid intervals missed by 0.01 / 12 / 5 /
-18 %, the midpoint rule on 27 by 0.8 / 3 / 631 / 307 %, Gauss-Legendre on 32 nodes (it assumes a
-smooth integrand) by 1 / 23 / 542 / 86 %. The adaptive grid missed by 0.02 / 0.4 / 1.9 / 8.5 % at
-64 intervals, and at 57 tokens 2.0 % at 128 and 0.13 % at 256: it converges, the path is just
-rough. The mean-embedding baseline did worse (7 / 12 / 105 % adaptive at 64 from 16 tokens on),
-the zero baseline worst (the output jumps next to it, where an RMSNorm divides by √eps: 264 / 72 /
-625 %). ``steps`` caps the grid at 128; the time budget usually stops it first on a CPU.
+Why these defaults (``benchmarks/ig_convergence.py`` measures the completeness error per
+baseline and quadrature rule on a real model): the target logit along a straight path has narrow
+bends, so equal steps (trapezoid, midpoint, Gauss-Legendre, which assumes a smooth integrand)
+converge slowly and erratically, while the adaptive grid converges as it refines. The pad
+baseline converges best; the mean embedding does worse and the zero baseline worst (the output
+jumps next to it, where an RMSNorm divides by √eps). ``steps`` caps the grid at 128; the time
+budget usually stops it first on a CPU.
 
 Budget: texts longer than ``max_tokens`` keep their last ``max_tokens``; integrated gradients
 runs in batches that fit half the free memory and stops refining before the measured time per
@@ -35,8 +32,8 @@ forward per token would. ``notes`` says what was reduced.
 
 The first position is kept as it is in the baseline (``keep_first``), so its score is 0 and it is
 not occluded: models park attention on the first token, and moving its embedding along the path
-makes the output jump (measured on SmolLM2: the target logit along a zero-baseline path swings
-between -5 and 18 when the first token moves too, and settles when it stays). Gradients are taken with respect to the
+makes the output jump (on SmolLM2 the target logit along a zero-baseline path swings widely when
+the first token moves too, and settles when it stays). Gradients are taken with respect to the
 embeddings only (the weights' ``requires_grad`` is off meanwhile, under ``model.lock``).
 """
 from __future__ import annotations
@@ -62,9 +59,9 @@ FIRST_INTERVALS = 8  # equal intervals before the adaptive refinement
 MAX_TOKENS = 512
 BUDGET_S = 30.0  # seconds for integrated gradients, and again for occlusion
 # Cost of one batched occlusion forward in units of one integrated-gradients path point (a batched
-# forward + backward, timed over all the points): 0.4-0.6 on SmolLM2 at 5 tokens, batches of 16-64.
-# Not the gradient × input pass: it runs alone and is often the process's first backward; on a
-# busy machine it made one forward over 5 tokens look like 14 s and skipped occlusion.
+# forward + backward, timed over all the points), an upper bound of what SmolLM2 shows at short
+# prompts. Not the gradient × input pass: it runs alone and is often the process's first backward,
+# whose time on a busy machine is no guide (it once made occlusion be skipped).
 FORWARD_COST = 0.6
 MIN_SPANS = 8  # fewer occluded spans than this say too little: occlusion is skipped instead
 BASELINES = ("pad", "mean", "zero")  # the first is the default; see ``baseline_embeddings``

@@ -177,8 +177,8 @@ def run_benchmark(
     done = 0
 
     def run(name, task, length, record):
-        # memory is sampled on the untimed warm-up runs (the same work): the sampling thread
-        # cost about 0.8 ms a token, 3 %, when it ran beside timed decoding on 2 cores
+        # memory is sampled on the untimed warm-up runs (the same work): a sampling thread beside
+        # timed decoding takes CPU from it on a small machine
         backend = backends[name]
         with _MemorySampler(backend.device.startswith("cuda"), enabled=not record or config.warmup == 0) as mem:
             if task == "prefill":

@@ -21,7 +21,7 @@ does). ``noise_floor`` is the largest difference seen, and the bar is ::
     tolerance = max(TOLERANCE_FACTOR × noise_floor, MIN_ULPS × eps32 × max|logits|)
 
 A graph of the same fp32 weights reorders the sums of every op, not of one pass, so it may drift
-a few times the floor (``TOLERANCE_FACTOR``, set from measurements in the README), never by
+a few times the floor (``TOLERANCE_FACTOR``; docs/latency.md shows measured drifts), never by
 orders of magnitude; the second term keeps the bar above float rounding when the floor reads 0.
 
 Verdict, per export variant (``THRESHOLDS``): fp32, the fused fp32 graph and q4 (the GGUF's own
@@ -43,7 +43,7 @@ from ..runtime.backends.torch_eager import TorchBackend
 from ..runtime.generation import greedy
 
 DEFAULT_PROMPT = "The capital of France is Paris. The quick brown fox jumps over the lazy dog, and"
-TOLERANCE_FACTOR = 8.0  # a graph's drift over the floor: 1.2-1.4x measured on SmolLM2 (README)
+TOLERANCE_FACTOR = 8.0  # a graph's drift over the floor (measured drifts: docs/quantized.md)
 MIN_ULPS = 64  # the bar never falls below 64 float32 steps of the largest logit
 EPS32 = float(np.finfo(np.float32).eps)
 

@@ -53,7 +53,7 @@ def _read(path: Path) -> dict:
 
 
 def measured_speeds(store: Store, model_id: str) -> dict[str, float]:
-    """Tokens/s measured on this machine per backend (e.g. ``{"torch": 14.6, "onnxruntime": 28.6}``),
+    """Tokens/s measured on this machine per backend (``{backend name: tokens/s}``),
     CPU first, in the backends' own order; empty when the model was never benchmarked."""
 
     def order(key: str):

@@ -11,7 +11,8 @@ listed.
 
 How a block type becomes ``MatMulNBits`` (see ``gguf_blocks``): 4-bit codes go in as they are
 with their zero point (left out when every block's is the op's default, 8, as for Q4_0 and the
-centred Q4_1 / Q4_K: ONNX Runtime's kernels without zero points were 10-27 % faster here); 5-, 6-
+centred Q4_1 / Q4_K: ONNX Runtime's kernels without zero points are faster,
+docs/measurements/matmulnbits-kernels-cpu.txt); 5-, 6-
 and 8-bit codes go in as 8-bit codes where activations are int8 (``accuracy_level`` 4), and as two
 4-bit halves laid side by side along K, the input fed twice (``Concat(x, x)``), where they are
 fp32 (ONNX Runtime's 8-bit kernel with fp32 activations is far slower than two 4-bit calls); per-block offsets (Q4_1, Q5_1, Q4_K) as a
@@ -197,8 +198,9 @@ def _eight_bit_parts(pieces: list[BlockTensor]) -> tuple[_Half, np.ndarray | Non
 
 def eight_bit_form(pieces: list[BlockTensor], accuracy: int) -> bool:
     """Whether a weight goes in as 8-bit codes rather than 4-bit (halves): only with int8
-    activations, where ONNX Runtime's 8-bit kernel is 1.3-1.8x faster than two 4-bit halves; with
-    fp32 activations its 8-bit kernel is 35-60x slower than fp32 (benchmarks/matmulnbits_kernels.py)."""
+    activations, where ONNX Runtime's 8-bit kernel is faster than two 4-bit halves; with fp32
+    activations its 8-bit kernel is far slower than fp32 (benchmarks/matmulnbits_kernels.py, its
+    output in docs/measurements/matmulnbits-kernels-cpu.txt)."""
     return accuracy == 4 and any(p.bits > 4 for p in pieces)
 
 

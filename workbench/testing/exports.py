@@ -1,6 +1,6 @@
 """Tiny-model ONNX exports made once per test session and copied into each test's store.
 
-An export of a tiny model takes 10-20 s (a child process traces it); most tests only need one to
+An export of a tiny model takes seconds (a child process traces it); most tests only need one to
 exist. ``seed_export(store, "tiny-llama")`` exports into a private session store built from the
 same model folders (so the weights' fingerprint matches) and copies the result into ``store``.
 Tests of the exporter itself call ``onnx_export.export_model`` directly instead.

@@ -1,5 +1,6 @@
 """The package's shape: light imports, no import cycles, the store apart from the runtime, and
-a wheel that is complete on its own (cards inside, the exporter's child process runs from it)."""
+a wheel that is complete on its own (cards inside, the exporter's child process runs from it; the
+wheel itself is built in conftest.py)."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from workbench.testing import ROOT
 
@@ -113,19 +113,6 @@ def test_top_level_names_are_lazy_and_old_paths_warn():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
-
-
-@pytest.fixture(scope="module")
-def installed_wheel(tmp_path_factory) -> Path:
-    """The wheel built from this checkout, installed (without dependencies) outside the repo."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp / "dist"), str(ROOT)], check=True, timeout=300, capture_output=True)
-    wheel = next((tmp / "dist").glob("*.whl"))
-    target = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, timeout=300, capture_output=True)
-    return target
 
 
 def _run_installed(site: Path, home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -7,8 +7,8 @@ cache holds, and otherwise feeds the whole sequence again (one prefill), so inte
 sequences stay correct, just slower. Logits are read from llama.cpp's output buffer after each
 ``llama_decode`` (the last position only), as float32.
 
-``llama-cpp-python`` is an optional extra that compiles llama.cpp on install (75 minutes on 2 busy
-cores here); it is imported only when this backend is made.
+``llama-cpp-python`` is an optional extra that compiles llama.cpp on install (an hour or more on
+2 cores); it is imported only when this backend is made.
 """
 from __future__ import annotations
 

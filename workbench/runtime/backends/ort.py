@@ -4,9 +4,9 @@
 ``workbench.runtime.backends.Backend`` protocol: ``prefill`` feeds the prompt with empty past tensors, ``step`` feeds
 one token and the previous ``present`` tensors. The KV cache stays in ONNX Runtime's own buffers
 (``OrtValue``\\s) and is never copied by this module. On the CPU one ``run_with_ortvaluevector``
-call per token feeds and fetches them as C++ vectors. The Python work around that call (0.47 ms a
-token here, 1.1 ms with ``run_with_ort_values``) is what separates a Python loop from
-onnxruntime-genai's C++ one, so it is kept that small. On a GPU an ``IOBinding`` keeps the cache
+call per token feeds and fetches them as C++ vectors (``run_with_ort_values`` costs more Python
+work a token). The Python work around that call is what separates a Python loop from
+onnxruntime-genai's C++ one, so it is kept small. On a GPU an ``IOBinding`` keeps the cache
 in GPU memory.
 
 Settings are explicit and recorded on the backend (``settings()``): execution providers, intra-op
@@ -14,7 +14,7 @@ threads (default: this machine's core count; more threads than cores is several 
 graph optimization level, and two settings of CPU sessions: one process-wide memory arena
 (``session.use_env_allocators``, as onnxruntime-genai sets up) and pool threads that stop spinning
 when a run ends (``session.force_spinning_stop``: otherwise they keep a core busy while Python
-picks the next token). Each was worth about 2 % of decode time here. CUDA needs the optional
+picks the next token). Both shorten decode steps a little. CUDA needs the optional
 ``onnxruntime-gpu`` package; asking for it without one falls back to the CPU provider and says so
 in ``note``.
 
