@@ -1,7 +1,6 @@
 """A fresh server whose first request is a page URL (a bookmark) still shows the app's menu."""
 import pytest
 
-from workbench.testing import ROOT
 from workbench.testing.browser import start_app, stop_app, wait_idle
 
 
@@ -50,11 +49,3 @@ def test_first_paint_of_a_fresh_server_never_shows_file_names(browser_home, brow
         pg.context.close()
     finally:
         stop_app(proc)
-
-
-def test_every_page_routes_a_first_request_through_the_app():
-    """A page run on its own (legacy mode, see ``route_through_app``) must hand over to app.py."""
-    for page in sorted((ROOT / "pages").glob("*.py")):
-        if page.name != "_shared.py":
-            text = page.read_text(encoding="utf-8")
-            assert "sidebar(" in text or "route_through_app()" in text, page.name

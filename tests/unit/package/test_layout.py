@@ -165,3 +165,11 @@ def test_nothing_in_the_repo_uses_the_deprecated_paths():
              for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".ipynb") and p.name != "test_layout.py"
              for m in pattern.finditer(p.read_text(encoding="utf-8"))]
     assert not users
+
+
+def test_every_page_routes_a_first_request_through_the_app():
+    """A page run on its own (legacy mode, see ``route_through_app``) must hand over to app.py."""
+    for page in sorted((ROOT / "pages").glob("*.py")):
+        if page.name != "_shared.py":
+            text = page.read_text(encoding="utf-8")
+            assert "sidebar(" in text or "route_through_app()" in text, page.name
