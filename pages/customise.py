@@ -11,10 +11,11 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import Keys, get_store, show_error, sidebar
+from workbench.common import atomic_write_bytes
 from workbench.data.install import add_dataset, catalog, is_installed
 from workbench.errors import WorkbenchError
 from workbench.finetune import jobs
-from workbench.finetune.config import FinetuneConfig
+from workbench.finetune.config import FinetuneConfig, proposed_out_id
 from workbench.views.finetune import loss_figure
 
 UPLOAD_DIR = "uploads"
@@ -37,7 +38,7 @@ with st.container(border=True, key="ft_settings"):
     cards = list(catalog(store))
     c1, c2 = st.columns([3, 2])
     choice = c1.radio("Source", ["Store dataset", "Your file"], horizontal=True, key="ft_source")
-    dataset_spec = None
+    dataset_spec = dataset_name = None
     if choice == "Store dataset":
         ids = [c.id for c in cards]
         picked = c1.selectbox("Dataset", ids, key="ft_dataset",
@@ -45,7 +46,7 @@ with st.container(border=True, key="ft_settings"):
         if picked:
             card = next(c for c in cards if c.id == picked)
             c2.caption(f"{card.description} Licence: {card.license}. Held out: {', '.join(card.eval) or 'every 10th record'}.")
-            dataset_spec = picked
+            dataset_spec = dataset_name = picked
     else:
         upload = c1.file_uploader("A .txt, or a .jsonl of {text} / {instruction, input, output} / {messages}",
                                   type=["txt", "jsonl", "json", "md"], key="ft_upload")
@@ -55,8 +56,8 @@ with st.container(border=True, key="ft_settings"):
             folder = store.home / UPLOAD_DIR
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / Path(upload.name).name
-            target.write_bytes(upload.getvalue())
-            dataset_spec = str(target)
+            atomic_write_bytes(target, upload.getvalue())  # a job's resume compares its sha256
+            dataset_spec, dataset_name = str(target), upload.name
             new_id = c1.text_input("Keep it in the store as", value="", key="ft_keep_id",
                                    placeholder="an id, e.g. my-notes (optional)")
             if new_id and c1.button("Add to the store", key="ft_keep"):
@@ -84,14 +85,26 @@ with st.container(border=True, key="ft_settings"):
     threads = t2.number_input("Training threads (0: auto)", 0, 256, d.threads, key="ft_threads",
                               help="torch CPU threads of the job. Auto takes the CPUs other work leaves free "
                                    "(by the load average): on a busy CPU one thread beats two.")
-    out = st.text_input("New model id", f"{base.id}-{(dataset_spec and Path(dataset_spec).stem) or 'tuned'}"[:60],
-                        key="ft_out")
-    start = st.button("Start fine-tuning", type="primary", key="ft_start", disabled=dataset_spec is None)
+    taken_ids = {j.out for j in jobs.list_jobs(store) if j.status != jobs.FINISHED}
+    proposal = proposed_out_id(base.id, dataset_name or "tuned",
+                               taken=lambda i: i in store.catalog or i in taken_ids)
+    if st.session_state.get("ft_out_proposed") != proposal:  # a new base or dataset: a new proposal
+        st.session_state["ft_out_proposed"] = st.session_state["ft_out"] = proposal
+    out = st.text_input("New model id", key="ft_out",
+                        help="Lowercase letters, digits, '.', '_' or '-'; not an id already in the store.")
+    out_problem = None
+    try:
+        jobs.check_new_model_id(store, out.strip())
+    except WorkbenchError as err:
+        out_problem = err
+        show_error(err)
+    start = st.button("Start fine-tuning", type="primary", key="ft_start",
+                      disabled=dataset_spec is None or out_problem is not None)
 
 if start:
     try:
         config = FinetuneConfig(
-            base.id, dataset_spec, out.strip().lower(), rank=int(rank), alpha=int(alpha), dropout=float(dropout),
+            base.id, dataset_spec, out.strip(), rank=int(rank), alpha=int(alpha), dropout=float(dropout),
             learning_rate=float(lr), max_steps=int(steps), seq_length=int(seq), batch_size=int(batch),
             seed=int(seed), threads=int(threads), target_modules=tuple(t.strip() for t in targets.split(",") if t.strip()),
         )

@@ -6,6 +6,7 @@ import pytest
 
 from workbench.data.install import add_dataset
 from workbench.finetune import events, list_jobs, status, wait
+from workbench.store.catalog import ID_PATTERN
 from workbench.testing import tiny_models
 
 
@@ -57,9 +58,31 @@ def test_start_reload_stop_finish(page, tiny_store, open_page):
 
 def test_refusals_are_shown_and_the_page_keeps_running(page, tiny_store):
     page.text_input(key="ft_out").set_value("tiny-gpt2").run()
-    page.button(key="ft_start").click().run()
     assert not page.exception
     assert any("already in the store" in e.value for e in page.error)
+    assert page.button(key="ft_start").disabled  # shown as typed, before anything can start
+    assert list_jobs(tiny_store) == []
+
+
+def test_an_upload_proposes_a_valid_id(open_page, tiny_store):
+    at = open_page("pages/customise.py")
+    at.selectbox(key="wb_model").set_value("tiny-llama").run()
+    at.radio(key="ft_source").set_value("Your file").run()
+    text = "\n".join(tiny_models.CORPUS[:40]).encode()
+    at.file_uploader(key="ft_upload").set_value(("my notes.txt", text, "text/plain")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.text_input(key="ft_out").value == "tiny-llama-my-notes"
+    assert ID_PATTERN.fullmatch(at.text_input(key="ft_out").value)
+    assert not at.button(key="ft_start").disabled
+
+
+def test_an_invalid_typed_id_is_shown_before_anything_starts(page, tiny_store):
+    page.text_input(key="ft_out").set_value("My Notes!").run()
+    assert not page.exception
+    assert any("not a valid id" in e.value and "e.g. 'my-notes'" in e.value for e in page.error)
+    assert page.button(key="ft_start").disabled
+    page.text_input(key="ft_out").set_value("my-notes").run()  # the fix the message gives
+    assert not page.error and not page.button(key="ft_start").disabled
     assert list_jobs(tiny_store) == []
 
 

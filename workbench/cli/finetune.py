@@ -57,9 +57,11 @@ def _follow(store: Store, job_id: str) -> int:
 
 def cmd_finetune(args) -> int:
     from ..finetune.config import FinetuneConfig
-    from ..finetune.jobs import start_job
+    from ..finetune.jobs import check_new_model_id, dataset_sha256, start_job
 
     store = Store()
+    check_new_model_id(store, args.out)  # refused before a base model is downloaded for it
+    dataset_sha256(store, args.dataset)
     base = ensure_installed(store, args.base)
     settings = {k: getattr(args, k) for k in _SETTINGS if getattr(args, k) is not None}
     if args.target_modules:

@@ -9,11 +9,58 @@ whole job) on the busy 2-core CPU this was built on, at 25 tokens/s on one threa
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from ..errors import InvalidInputError
+from ..store.catalog import ID_PATTERN  # the store's rule for model ids, custom models included
+
+MAX_ID_LENGTH = 64  # what ID_PATTERN admits
+DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".md", ".ndjson")  # dropped from a file's name in a proposed id
 
 DEFAULT_PROMPTS = ("The king said", "My love is like", "Tell me about the sea.")
+
+
+def _slug(text: str) -> str:
+    """``text`` as id characters: accents dropped, lowercase, each run of anything but a-z, 0-9,
+    '.' and '_' one '-', no separator at either end ("My notés (v2)" -> "my-notes-v2")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9._]+", "-", ascii_text.lower()).strip("-._")
+
+
+def proposed_out_id(base_id: str, dataset_name: str, taken: Callable[[str], bool] = lambda _: False) -> str:
+    """A valid id for the model a job on ``dataset_name`` (a file name or a store dataset id)
+    makes from ``base_id``: ``<base>-<file stem>`` as id characters, at most 64 of them
+    ("smollm2-135m-instruct" + "my notes.txt" -> "smollm2-135m-instruct-my-notes"), ``-tuned``
+    when the name leaves nothing, and ``-2``, ``-3``... appended while ``taken(id)`` is true.
+    Always passes ``check_out_id``; ``taken`` is not consulted for anything else."""
+    name = Path(dataset_name).name
+    stem = _slug(Path(name).stem if Path(name).suffix.lower() in DATA_SUFFIXES else name) or "tuned"
+    base = _slug(base_id) or "model"
+
+    def fit(suffix: str = "") -> str:
+        return (f"{base}-{stem}"[: MAX_ID_LENGTH - len(suffix)].rstrip("-._") + suffix)
+
+    candidate, n = fit(), 2
+    while taken(candidate):
+        candidate, n = fit(f"-{n}"), n + 1
+    return candidate
+
+
+def check_out_id(out: str) -> str:
+    """``out`` if it is a valid id for a new store model (the store's ``ID_PATTERN``), else
+    ``InvalidInputError`` naming the rule and a valid id made from it."""
+    if not isinstance(out, str) or not ID_PATTERN.fullmatch(out):
+        fixed = _slug(str(out))[:MAX_ID_LENGTH].rstrip("-._")
+        hint = f", e.g. '{fixed}'" if fixed and ID_PATTERN.fullmatch(fixed) else ""
+        raise InvalidInputError(
+            f"'{out}' is not a valid id for the new model: use 1 to {MAX_ID_LENGTH} lowercase letters, "
+            f"digits, '.', '_' or '-', starting with a letter or digit (no spaces or '/'){hint}."
+        )
+    return out
 
 
 @dataclass(frozen=True)

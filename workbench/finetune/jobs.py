@@ -18,6 +18,12 @@ a queued job would start at an unknown time, which a person watching a page cann
 A job whose worker died (SIGKILL, power loss) is reported as ``stopped`` at its last *complete*
 checkpoint; a resume continues from there. Nothing of a job is in the model store until the
 finish step adds the merged model through ``Store.add`` (staging + atomic rename).
+
+**Checked when a job is made**, so that a job that trains can also finish: the new model's id
+follows the store's id rule and is neither in the store nor the ``out`` of another unfinished
+job; the dataset exists and its sha256 is pinned in ``state.json`` (a resume, and the worker,
+refuse when it has changed). A job id reaches the filesystem only when it matches
+``JOB_ID_PATTERN`` (``YYYYmmdd-HHMMSS-<model id>``: no '/', '..' or spaces).
 """
 from __future__ import annotations
 
@@ -30,10 +36,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import atomic_write_text, file_lock
+from ..common import atomic_write_text, file_lock, pid_alive
 from ..errors import JobError
 from ..store import Store
-from .config import FinetuneConfig
+from ..store.catalog import ID_PATTERN
+from ..store.sources import sha256_file
+from .config import FinetuneConfig, check_out_id
 
 RUNNING, STOPPING, FINISHING, STOPPED, TRAINED, FINISHED, FAILED = (
     "running", "stopping", "finishing", "stopped", "trained", "finished", "failed",
@@ -41,6 +49,7 @@ RUNNING, STOPPING, FINISHING, STOPPED, TRAINED, FINISHED, FAILED = (
 ACTIVE = (RUNNING, STOPPING, FINISHING)
 WORKER_MODULE = "workbench.finetune.worker"
 _CHILDREN: list[subprocess.Popen] = []  # workers this process started, reaped when polled
+JOB_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-" + ID_PATTERN.pattern.removeprefix("^"))  # new_job_id's shape
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,20 @@ class JobStatus:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it has the shape ``new_job_id`` gives (so it names one folder under
+    ``jobs/``, never a path elsewhere), else ``JobError``."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise JobError(
+            f"'{job_id}' is not a job id: job ids look like 20261202-101500-my-model (the start time, then "
+            "the new model's id; no '/', '..' or spaces). `workbench jobs` lists them."
+        )
+    return job_id
+
+
 def job_dir(store: Store, job_id: str) -> Path:
-    path = store.jobs_dir / job_id
+    """The folder of job ``job_id``; ``JobError`` for an id that is not a job id or not a job."""
+    path = store.jobs_dir / check_job_id(job_id)
     if not (path / "config.json").is_file():
         known = ", ".join(j.name for j in sorted(store.jobs_dir.glob("*"))) if store.jobs_dir.is_dir() else ""
         raise JobError(f"No fine-tuning job '{job_id}'. Jobs: {known or 'none'} (`workbench jobs`).")
@@ -130,23 +151,60 @@ def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def worker_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (not zombie) fine-tuning worker."""
+    """True if ``pid`` is a live (not zombie) fine-tuning worker (a reused pid reads as dead)."""
     for child in list(_CHILDREN):
         if child.poll() is not None:  # reap our own finished children
             _CHILDREN.remove(child)
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        return WORKER_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+    return pid_alive(pid, cmdline_has=(WORKER_MODULE,))
+
+
+def dataset_sha256(store: Store, spec: str) -> str:
+    """The sha256 that ``data.loading.load_dataset`` gives ``spec`` (a file's bytes; a store
+    dataset's pinned source, "" if its card pins none), without reading any documents. A path
+    with no file behind it, or an unknown dataset id, raises with the fix."""
+    from ..data.install import catalog
+    from ..data.loading import looks_like_path
+
+    spec = str(spec).strip()
+    path = Path(spec).expanduser()
+    if spec and path.is_file():
+        return sha256_file(path)
+    if spec and looks_like_path(spec):
+        raise JobError(f"There is no file at {path}: pick an existing file, or a store dataset (`workbench datasets`).")
+    return catalog(store).get(spec).source.sha256
+
+
+def pinned_dataset_sha256(folder: Path) -> str:
+    """The dataset sha256 the job was made with ("" if none is known): pinned in ``state.json``
+    by ``start_job``, else (a job made before pinning) the one its first training run logged."""
+    pinned = read_state(folder).get("dataset_sha256", "")
+    if pinned:
+        return pinned
+    return next((e.get("dataset_sha256", "") for e in read_log(folder) if e.get("event") == "data"), "")
+
+
+def dataset_changed(job_id: str, spec: str, pinned: str, now: str) -> JobError:
+    """The error for a job whose dataset's bytes are not the ones it was made with."""
+    return JobError(
+        f"The dataset of job {job_id} ({spec}) has changed since the job was made (sha256 {pinned[:12]}... "
+        f"then, {now[:12]}... now): its saved steps were trained on the old data, so it is not continued "
+        "on other data. Put the original file back to resume it, or start a new job on the new data."
+    )
+
+
+def check_new_model_id(store: Store, out: str) -> None:
+    """Refuse an ``out`` that a job could never add to the store: not a valid id
+    (``InvalidInputError``), a model already in the store (by id or alias), or the ``out`` of
+    another job that has not finished (``JobError``; each says what to do instead)."""
+    check_out_id(out)
+    if store.catalog.resolve(out) is not None:
+        raise JobError(f"A model with id '{out}' is already in the store; pick another --out id.")
+    for job in list_jobs(store):
+        if job.out == out and job.status != FINISHED:
+            raise JobError(
+                f"Job {job.job_id} ({job.status}) already makes a model '{out}': finish it, or delete it "
+                f"(`workbench jobs delete {job.job_id}`), or pick another --out id."
+            )
 
 
 def status(store: Store, job_id: str) -> JobStatus:
@@ -175,7 +233,8 @@ def list_jobs(store: Store) -> list[JobStatus]:
     """All jobs, newest first."""
     if not store.jobs_dir.is_dir():
         return []
-    folders = [p for p in store.jobs_dir.iterdir() if (p / "config.json").is_file()]
+    folders = [p for p in store.jobs_dir.iterdir()
+               if JOB_ID_PATTERN.fullmatch(p.name) and (p / "config.json").is_file()]
     return [status(store, p.name) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
 
 
@@ -212,22 +271,23 @@ def new_job_id(config: FinetuneConfig) -> str:
 
 
 def start_job(store: Store, config: FinetuneConfig) -> str:
-    """Create a job for ``config`` and start its worker; returns the job id. Refuses (``JobError``)
-    when another job is running, when ``config.out`` is already a store model, or when the base
-    model is unknown, before anything is written."""
+    """Create a job for ``config`` and start its worker; returns the job id. Refuses, before
+    anything is written: an unknown or uninstalled base model, an ``out`` that
+    ``check_new_model_id`` refuses, a dataset that is not there, and another running job."""
     store.catalog.reload()
     base = store.card(config.base)  # UnknownModelError lists the valid ids
     store.path(base.id)  # installed?
-    if store.catalog.resolve(config.out) is not None:
-        raise JobError(f"A model with id '{config.out}' is already in the store; pick another --out id.")
+    check_new_model_id(store, config.out)
+    sha = dataset_sha256(store, config.dataset)
     with store.lock("finetune-jobs"):
         _refuse_if_busy(store)
+        check_new_model_id(store, config.out)  # again under the lock: a job made meanwhile
         store.jobs_dir.mkdir(parents=True, exist_ok=True)
-        job_id = new_job_id(config)
+        job_id = check_job_id(new_job_id(config))
         folder = store.jobs_dir / job_id
         folder.mkdir()
         atomic_write_text(folder / "config.json", config.dumps())
-        write_state(folder, status=RUNNING, step=0, max_steps=config.max_steps, pid=0)
+        write_state(folder, status=RUNNING, step=0, max_steps=config.max_steps, pid=0, dataset_sha256=sha)
         write_state(folder, pid=_spawn(store, folder, "train"))
     return job_id
 
@@ -253,6 +313,10 @@ def resume_job(store: Store, job_id: str) -> str:
     now = status(store, job_id)
     if now.status not in (STOPPED, FAILED):
         raise JobError(f"Job {job_id} is {now.status}; only a stopped or failed job can be resumed.")
+    config = read_config(folder)
+    pinned, current = pinned_dataset_sha256(folder), dataset_sha256(store, config.dataset)
+    if pinned and current != pinned:
+        raise dataset_changed(job_id, config.dataset, pinned, current)
     with store.lock("finetune-jobs"):
         _refuse_if_busy(store)
         (folder / "stop").unlink(missing_ok=True)

@@ -29,6 +29,8 @@ from .jobs import (
     TRAINED,
     append_log,
     complete_checkpoints,
+    dataset_changed,
+    pinned_dataset_sha256,
     read_config,
     read_log,
     write_state,
@@ -71,6 +73,9 @@ def train(store: Store, folder: Path, config: FinetuneConfig) -> str:
 
     set_seed(config.seed)
     model, dataset, cpu = _load(store, config)
+    pinned = pinned_dataset_sha256(folder)
+    if pinned and dataset.sha256 != pinned:  # changed after the job was made (a resume checks too)
+        raise dataset_changed(folder.name, config.dataset, pinned, dataset.sha256)
     if config.seq_length > model.context_length:
         raise WorkbenchError(f"seq_length {config.seq_length} is longer than {model.card.id}'s context "
                              f"({model.context_length}); lower it.")
