@@ -7,7 +7,7 @@ from workbench.data.install import install_dataset, list_datasets, remove_datase
 from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
 from workbench.quality.results import measured_quality
-from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK
+from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK, SOURCE_MISSING
 
 sidebar("generate", devices=False)
 store = get_store()
@@ -38,6 +38,7 @@ BADGE = {
     AVAILABLE: ":blue-badge[available]",
     NEEDS_NETWORK: ":orange-badge[needs network]",
     DAMAGED: ":red-badge[damaged]",
+    SOURCE_MISSING: ":red-badge[source missing]",
 }
 
 
@@ -73,6 +74,8 @@ def show_architecture(model_id: str) -> None:
 
 
 entries = store.list()
+for path, problem in store.catalog.problems:
+    st.warning(f"Skipped a model card: {problem}")
 cols = st.columns(2)
 for i, entry in enumerate(entries):
     card = entry.card
@@ -98,7 +101,9 @@ for i, entry in enumerate(entries):
         if tuned:
             st.caption(f"Fine-tuned from `{tuned['base']}` on `{tuned['dataset']}` ({tuned['steps']} LoRA steps, "
                        f"{tuned['date'][:10]}): perplexity {tuned['perplexity_before']:.2f} → {tuned['perplexity_after']:.2f}.")
-        if entry.problem:
+        if entry.status == SOURCE_MISSING:
+            st.warning(entry.problem)
+        elif entry.problem:
             st.warning(f"Damaged: {entry.problem}. Reinstall to repair it.")
         b1, b2, b3 = st.columns(3)
         if entry.status in (AVAILABLE, NEEDS_NETWORK, DAMAGED):
@@ -120,9 +125,11 @@ for i, entry in enumerate(entries):
                     st.success(f"All {report.checked} files match the manifest.")
                 elif report:
                     st.error("Damaged: " + "; ".join(report.problems) + ". Reinstall to repair.")
-            if b3.button("Remove", key=f"remove_{card.id}"):
+        if entry.status in (INSTALLED, DAMAGED) or card.custom:
+            if b3.button("Remove", key=f"remove_{card.id}",
+                         help="your own model leaves the store, card and files" if card.custom else None):
                 forget_model(card.id)
-                store.remove(card.id)
+                store.discard(card.id)
                 st.rerun()
         if entry.status == INSTALLED and card.can("attention"):
             with st.expander("Architecture: blocks and parameters"):

@@ -9,13 +9,14 @@ def test_lists_every_card_with_status(open_page):
     assert "needs network" in text and "installed" in text
 
 
-def test_remove_then_install_a_local_model(open_page, tiny_store):
+def test_remove_of_a_users_model_takes_its_card_too(open_page, tiny_store):
     at = open_page("pages/store.py")
     at.button(key="remove_tiny-gpt2").click().run()
-    assert not tiny_store.is_installed("tiny-gpt2")
-    at.button(key="install_tiny-gpt2").click().run()
     assert not at.exception
-    assert tiny_store.is_installed("tiny-gpt2")
+    tiny_store.catalog.reload()
+    assert "tiny-gpt2" not in tiny_store.catalog
+    assert not (tiny_store.models_dir / "tiny-gpt2").exists()
+    assert not any(getattr(b, "key", None) == "install_tiny-gpt2" for b in at.button)
 
 
 def test_damaged_entry_is_flagged_and_verify_names_the_file(open_page, tiny_store):
@@ -62,8 +63,9 @@ def test_card_with_wrong_hash_or_missing_file_fails_cleanly(open_page, tiny_stor
     at = open_page("pages/store.py")
     at.button(key="install_wrong-hash").click().run()
     assert any("sha256" in e.value and "Install again" in e.value for e in at.error)
-    at.button(key="install_missing-file").click().run()
-    assert any("gone.gguf" in e.value for e in at.error)
+    # a card whose file is gone is no install candidate: it says so, with the fix
+    assert any("gone.gguf" in w.value and "workbench store remove missing-file" in w.value for w in at.warning)
+    assert not any(getattr(b, "key", None) == "install_missing-file" for b in at.button)
     assert not at.exception
     assert not (tiny_store.models_dir / "wrong-hash").exists()
     assert not (tiny_store.models_dir / "missing-file").exists()

@@ -10,7 +10,8 @@ from .terminal import TerminalProgress
 
 
 def cmd_store_list(args) -> int:
-    entries = Store().list()
+    store = Store()
+    entries = store.list()
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=2))
         return 0
@@ -18,6 +19,8 @@ def cmd_store_list(args) -> int:
     for e in entries:
         params = human_count(e.card.parameters)
         print(f"{e.card.id:<24} {e.status:<14} {params:>8} {human_bytes(e.size_bytes):>9}  {e.card.name}")
+    for path, problem in store.catalog.problems:
+        print(f"skipped {path}: {problem}", file=sys.stderr)
     return 0
 
 
@@ -29,8 +32,14 @@ def cmd_store_install(args) -> int:
 
 def cmd_store_remove(args) -> int:
     store = Store()
-    removed = store.remove(args.id)
-    print(f"removed {store.card(args.id).id}" if removed else f"{args.id} was not installed")
+    card = store.card(args.id)
+    removed = store.discard(card.id)
+    if not removed:
+        print(f"{card.id} was not installed")
+    elif card.custom:
+        print(f"removed {card.id} from the store (its files and its card)")
+    else:
+        print(f"removed the files of {card.id} (it ships with the workbench and stays listed as available)")
     return 0
 
 
@@ -71,7 +80,7 @@ def add_cli(sub) -> None:
     p.add_argument("--force", action="store_true", help="reinstall even if installed")
     p.set_defaults(func=cmd_store_install)
     for name, func, text in (
-        ("remove", cmd_store_remove, "delete an installed model"),
+        ("remove", cmd_store_remove, "delete a model's files; a model you added or made also leaves the list"),
         ("verify", cmd_store_verify, "re-hash an installed model against its manifest"),
         ("path", cmd_store_path, "print the folder of an installed model"),
     ):

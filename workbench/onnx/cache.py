@@ -23,15 +23,16 @@ fp32 graph with constants folded, so the tied LM head becomes a plain initialize
 
 Layout: ``Store().export_root(<model id>)/<variant>-<versions key>/`` holding ``model.onnx``,
 ``model.onnx.data`` (weights) and ``export.json`` (interface, versions, size and sha256 of every
-file). The export runs in a child process that writes into the store's staging folder; only a
-finished, checked folder is renamed into place, so a failed or interrupted export leaves nothing
-(staging folders of dead processes are swept by ``Store``). A cached export whose files do not
+file). The export runs in a child process that writes into the stage of the store's one install
+primitive (``workbench.store.install.installing``); only a finished, checked folder is renamed
+into place, in one rename even when it replaces an older export, so a failed or interrupted
+export leaves nothing (staging folders of dead processes are swept by ``Store``) and a full disk
+is a ``DiskSpaceError``. A cached export whose files do not
 match ``export.json`` is exported again. This module does not run or time the graph (see
 ``workbench.runtime.backends.ort`` and ``workbench.latency``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -40,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import Progress, cpu_count, quiet
-from ..errors import ExportError, IntegrityError, ModelNotInstalledError
+from ..errors import ExportError
 from ..store import Store
+from ..store.install import Installation, installing
 from ..store.sources import sha256_file
 from .driver import run_child
 from .spec import DERIVED, EXPORT_MANIFEST, FROM_GGUF, ONNX_FILE, SOURCES, VARIANTS, past_names, versions_key
@@ -91,14 +93,8 @@ def export_dir(store: Store, model_id: str, variant: str = "fp32") -> Path:
 
 
 def _model_fingerprint(store: Store, model_id: str) -> str:
-    """sha256 of the installed weights' file list (sizes + hashes), stable across reinstalls."""
-    try:
-        files = store.manifest(model_id)["files"]
-    except (IntegrityError, KeyError) as err:
-        raise ModelNotInstalledError(
-            f"The store entry of {model_id} has no readable manifest ({err}); reinstall the model."
-        ) from err
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    """What is installed (``Store.fingerprint``): an export made from other weights is stale."""
+    return store.fingerprint(model_id)
 
 
 def check_export(directory: Path, full: bool = True) -> str:
@@ -210,7 +206,9 @@ def export_model(
     else:
         source, lo = None, 0.0
     target = export_dir(store, card.id, variant)
-    with store.lock(f"export-{card.id}"):
+    with installing(store, "export", f"{card.id}-{variant}", target, lock=f"export-{card.id}",
+                    what=f"exporting {card.id} ({variant}; a real fp32 export needs 0.5-1.7 GB)",
+                    fix="export again") as inst:
         if not force:
             found = cached_export(store, card.id, variant)
             if found is not None:
@@ -222,19 +220,11 @@ def export_model(
         gguf = None
         if variant in FROM_GGUF:
             gguf = store.gguf_file(card.id, lambda f, m: progress(lo, f"GGUF: {m}"))
-        with store.staging(f"export-{card.id}") as staging:
-            try:
-                return _build_into(store, card, variant, source, target, staging, threads, timeout_s,
-                                   lambda f, m: progress(lo + (1 - lo) * f, m), gguf)
-            except KeyboardInterrupt:
-                raise ExportError(f"The export of {card.id} was interrupted; nothing was kept. Run it again.") from None
-            except OSError as err:
-                if err.errno == 28:
-                    raise ExportError(
-                        f"The disk under {store.home} filled up while exporting {card.id}; nothing was kept. "
-                        "A real fp32 export needs 0.5-1.7 GB: free space and export again."
-                    ) from err
-                raise
+        try:
+            return _build_into(store, card, variant, source, inst, threads, timeout_s,
+                               lambda f, m: progress(lo + (1 - lo) * f, m), gguf)
+        except KeyboardInterrupt:
+            raise ExportError(f"The export of {card.id} was interrupted; nothing was kept. Run it again.") from None
 
 
 def _source_export(store: Store, model_id: str, variant: str, progress: Progress,
@@ -250,12 +240,11 @@ def _source_export(store: Store, model_id: str, variant: str, progress: Progress
     return export_model(store, model_id, "fp32", lambda f, m: progress(f, f"fp32: {m}"), False, threads, timeout_s)
 
 
-def _build_into(store: Store, card, variant: str, source: OnnxExport | None, target: Path, staging: Path,
+def _build_into(store: Store, card, variant: str, source: OnnxExport | None, inst: Installation,
                 threads: int | None, timeout_s: float | None, progress: Progress,
                 gguf: Path | None = None) -> OnnxExport:
-    """Run the builder into ``staging/out``, check it, then move it to ``target`` in one rename."""
-    out = staging / "out"
-    out.mkdir()
+    """Run the builder into the install's stage, check it, then commit it to its target."""
+    out, staging, target = inst.stage, inst.staging, inst.target
     args = [
         sys.executable, "-m", "workbench.onnx.builder",
         "--model-dir", str(store.path(card.id)), "--out", str(out), "--variant", variant,
@@ -267,14 +256,14 @@ def _build_into(store: Store, card, variant: str, source: OnnxExport | None, tar
     if gguf is not None:
         args += ["--gguf", str(gguf)]
     run_child(args, staging, progress, estimated_seconds(card.layers or 12, variant), timeout_s)
-    problem = check_export(out)
-    if problem:
-        raise ExportError(f"The export of {card.id} ({variant}) came out inconsistent: {problem}. "
-                          "Try again; if it repeats, the exporter and these library versions disagree: report it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        os.replace(target, staging / "old")
-    os.replace(out, target)
+
+    def verify(stage: Path) -> None:
+        problem = check_export(stage)
+        if problem:
+            raise ExportError(f"The export of {card.id} ({variant}) came out inconsistent: {problem}. "
+                              "Try again; if it repeats, the exporter and these library versions disagree: report it.")
+
+    inst.commit(verify=verify)  # export.json is the builder's, written last by it
     # drop exports made with other library versions: they would never be used again
     for other in target.parent.glob(f"{variant}-*"):
         if other != target and other.is_dir():

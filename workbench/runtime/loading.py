@@ -1,9 +1,13 @@
-"""Load installed store models into memory, once per (model, device, attention implementation).
+"""Load installed store models into memory, once per (installed weights, device, attention
+implementation).
 
 ``load_model("smollm2-135m-instruct")`` returns a ``Model``: the torch module, its tokenizer, its
 card and where it runs. Loaded models are kept in one cache per process, shared by the app, the
 CLI and notebooks, bounded to ``max_cached_models()`` (``$WORKBENCH_MAX_MODELS``, default 4; the
-least recently used goes first). They are safe to share between threads for inference (each call
+least recently used goes first). The cache is keyed by what is installed (``Store.fingerprint``,
+the manifest's file list), not by the folder: after ``workbench store install --force`` with other
+weights, or a remove and add under the same id, every ``load_model`` in every process loads the new
+weights, and the old copy leaves the cache. They are safe to share between threads for inference (each call
 builds its own KV cache); anything that mutates the module (hooks, ablation) must hold
 ``model.lock``.
 
@@ -30,9 +34,9 @@ from .devices import resolve_device, set_threads
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 DEFAULT_MAX_MODELS = 4
-_CACHE: OrderedDict[tuple[str, str, str], "Model"] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, str, str], "Model"] = OrderedDict()  # (path, fingerprint, device, attn)
 _CACHE_LOCK = threading.Lock()
-_LOAD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_LOAD_LOCKS: dict[tuple[str, str, str, str], threading.Lock] = {}
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
@@ -139,7 +143,7 @@ def load_model(
     path = store.path(card.id)
     device = resolve_device(device)
     set_threads(threads)
-    key = (str(path), device, attn_implementation)
+    key = (str(path), store.fingerprint(card.id), device, attn_implementation)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -151,6 +155,9 @@ def load_model(
                 return _CACHE[key]
         model = _load(store, card, path, device, attn_implementation)
         with _CACHE_LOCK:
+            for stale in [k for k in _CACHE if k[0] == key[0] and k[2:] == key[2:] and k != key]:
+                del _CACHE[stale]  # weights that are no longer installed
+            _LOAD_LOCKS.pop(key, None)
             _CACHE[key] = model
             while len(_CACHE) > max_cached_models():
                 _CACHE.popitem(last=False)  # the least recently used

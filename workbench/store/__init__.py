@@ -5,15 +5,20 @@
   folders and GGUF files), each verified by sha256.
 - ``convert``: a GGUF de-quantized to an fp32 safetensors folder; checks of a Hugging Face folder.
 - ``custom``: a card written for a user's own model from its config.
+- ``install``: ``installing(store, kind, id, target)``, the one install primitive (lock, staging,
+  verify, manifest last, fsync, one atomic rename, a reinstall included; disk full mapped).
+- ``index``: one pinned file fetched from the package index pip uses, sha256 checked, no code run.
 - ``store``: ``Store``, the one owner of the store folder's layout, locks and staging.
 
 Imports nothing from ``workbench.runtime`` (``Store.download_model`` calls the loader lazily), and
 no torch at import time.
 """
 from .catalog import Catalog, ModelCard, Source
-from .store import AVAILABLE, DAMAGED, INSTALLED, MANIFEST, NEEDS_NETWORK, Store, StoreEntry, VerifyReport, default_home
+from .store import (
+    AVAILABLE, DAMAGED, INSTALLED, MANIFEST, NEEDS_NETWORK, SOURCE_MISSING, Store, StoreEntry, VerifyReport, default_home,
+)
 
 __all__ = [
-    "AVAILABLE", "DAMAGED", "INSTALLED", "MANIFEST", "NEEDS_NETWORK",
+    "AVAILABLE", "DAMAGED", "INSTALLED", "MANIFEST", "NEEDS_NETWORK", "SOURCE_MISSING",
     "Catalog", "ModelCard", "Source", "Store", "StoreEntry", "VerifyReport", "default_home",
 ]

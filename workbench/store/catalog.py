@@ -7,6 +7,7 @@ touches weights (see ``store``).
 """
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from ..errors import CardError, UnknownModelError
 
+log = logging.getLogger(__name__)
+_REPORTED: set[tuple[str, str]] = set()  # (path, message) already logged by this process
 
 
 def builtin_cards_dir() -> Path:
@@ -231,27 +234,73 @@ def read_card(path: Path, custom: bool = False) -> ModelCard:
     return read_card_file(path, parse_card, custom)
 
 
+def card_files_stamp(folders) -> tuple:
+    """What identifies the card files of ``folders`` now: (path, inode, mtime_ns, size) of every
+    ``*.toml``. Any write, atomic replace, addition or removal of a card changes it."""
+    stamp = []
+    for folder in folders:
+        if folder is None or not Path(folder).is_dir():
+            continue
+        for path in sorted(Path(folder).glob("*.toml")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            stamp.append((str(path), st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
 class Catalog:
-    """All cards, by id, with aliases. Re-reads the card folders on ``reload()``."""
+    """All cards, by id, with aliases. ``reload()`` re-reads the card folders; ``refresh()``
+    re-reads them only if a card file changed (what a listing per request should call).
+
+    A malformed built-in card raises ``CardError`` (the shipped catalog is tested). A malformed
+    user card (``custom_dir``), or one reusing an id, is skipped and kept in ``problems`` as
+    ``(path, message)``, logged once per process: one bad file never breaks every listing."""
 
     def __init__(self, builtin_dir: Path = BUILTIN_CARDS, custom_dir: Path | None = None):
         self.builtin_dir = Path(builtin_dir)
         self.custom_dir = Path(custom_dir) if custom_dir else None
+        self.problems: list[tuple[Path, str]] = []
+        self._stamp: tuple | None = None
         self.reload()
 
+    def refresh(self) -> bool:
+        """``reload()`` if any card file changed since the last read; True if it re-read."""
+        if card_files_stamp((self.builtin_dir, self.custom_dir)) == self._stamp:
+            return False
+        self.reload()
+        return True
+
     def reload(self) -> None:
+        stamp = card_files_stamp((self.builtin_dir, self.custom_dir))
         cards: dict[str, ModelCard] = {}
+        problems: list[tuple[Path, str]] = []
         dirs = [(self.builtin_dir, False)]
         if self.custom_dir is not None and self.custom_dir.is_dir():
             dirs.append((self.custom_dir, True))
         for folder, custom in dirs:
             for path in sorted(folder.glob("*.toml")):
-                card = read_card(path, custom=custom)
-                if card.id in cards:
-                    raise CardError(f"{path}: id '{card.id}' is already used by {cards[card.id].card_path}.")
+                try:
+                    card = read_card(path, custom=custom)
+                    if card.id in cards:
+                        raise CardError(f"{path}: id '{card.id}' is already used by {cards[card.id].card_path}.")
+                except (CardError, TypeError, ValueError, AttributeError, KeyError) as err:
+                    if not custom:
+                        raise
+                    # a value of the wrong shape (a table where a list belongs) fails in parsing
+                    message = str(err) if isinstance(err, CardError) else f"{path}: malformed card ({err}). Fix or delete the file."
+                    problems.append((path, message))
+                    continue
                 cards[card.id] = card
+        for path, message in problems:
+            if (str(path), message) not in _REPORTED:
+                _REPORTED.add((str(path), message))
+                log.warning("Skipped the model card %s: %s", path, message)
         self._cards = cards
         self._aliases = {a.lower(): c.id for c in cards.values() for a in c.aliases}
+        self.problems = problems
+        self._stamp = stamp
 
     def __iter__(self):
         return iter(self._cards.values())

