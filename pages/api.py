@@ -67,8 +67,8 @@ else:
     backend = c1.selectbox(
         "Backend", backends, key="api_backend",
         help="Every backend but llamacpp decodes concurrent requests together. onnxruntime-fused is "
-        "the exact fp32 graph and serves about 3x torch's tokens/s on a 2-core CPU; q4a8 and int8 are "
-        "faster still but change the text a little, and batching can change it further.",
+        "the exact fp32 graph, faster than torch on a CPU; q4a8 and int8 are faster still but change the "
+        "text a little, and batching can change it further. docs/serving.md has the measured tokens/s.",
     )
     port = c2.number_input("Port (0 = any free one)", min_value=0, max_value=65535, value=0, key="api_port")
     wait = start_seconds(store, models, backend)

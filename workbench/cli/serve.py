@@ -72,7 +72,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--backend", default="torch",
                    help="torch, or an ONNX Runtime variant (onnxruntime, onnxruntime-fused, onnxruntime-int8, "
                    "onnxruntime-q4, onnxruntime-q4a8: exported on first use), which batch concurrent "
-                   "requests too (onnxruntime-fused: about 3x torch's tokens/s on a 2-core CPU); "
+                   "requests too (measured tokens/s per backend: docs/serving.md); "
                    "llamacpp runs requests in turn")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)

@@ -5,10 +5,13 @@ but ``GET /health`` needs ``Authorization: Bearer <key>`` with a key of ``keys``
 the body is read). Bodies over ``max_body_bytes`` get 413 (by Content-Length; a chunked body is
 read here, up to the limit). CORS is off unless ``cors_origins`` lists origins. Every error is an OpenAI-style
 JSON body ``{"error": {"message", "type", "param", "code"}}`` whose message says how to fix it;
-a full queue adds ``Retry-After``. The app never logs keys, prompts or outputs.
+a full queue adds ``Retry-After``. A key sent in the URL (``?api_key=``) is refused like any
+missing key, with a hint to use the header. The app never logs keys, prompts or outputs (the
+server's log formatter redacts keys from uvicorn's lines, see ``server``).
 """
 from __future__ import annotations
 
+import re
 import time
 
 from fastapi import FastAPI, Request
@@ -20,10 +23,11 @@ from ..errors import InvalidInputError, UnknownModelError, WorkbenchError
 from . import generate_api, openai_api
 from .errors import AuthError, BodyTooLargeError, QueueFullError, ServeError
 from .keys import KeyStore
-from .metrics import ServeMetrics
+from .metrics import CONTENT_TYPE, ServeMetrics
 from .registry import ModelRegistry
 
 MAX_BODY_BYTES = 1_000_000
+_KEY_IN_QUERY = re.compile(r"(?i)(^|[&;])(api[_-]?key|key|token|access_token)=|wb-")
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/api/generate")
 
 
@@ -69,9 +73,12 @@ class Guard:
                 auth = headers.get("authorization", "")
                 key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
                 if self.keys.check(key) is None:
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    hint = (" Keys go in that header, never in the URL (URLs end up in logs and histories)."
+                            if _KEY_IN_QUERY.search(query) else "")
                     err = AuthError(
                         "Missing or invalid API key. Send 'Authorization: Bearer <key>'; create a key "
-                        "with `workbench keys create NAME` or on the API page."
+                        f"with `workbench keys create NAME` or on the API page.{hint}"
                     )
                     resp = error_response(err)
                     resp.headers["WWW-Authenticate"] = "Bearer"
@@ -135,7 +142,7 @@ def create_app(registry: ModelRegistry, keys: KeyStore, metrics: ServeMetrics | 
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(dict(registry.batchers)), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(dict(registry.batchers)), media_type=CONTENT_TYPE)
 
     @app.exception_handler(WorkbenchError)
     async def on_workbench_error(request: Request, err: WorkbenchError):

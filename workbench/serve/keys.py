@@ -4,24 +4,32 @@ A key is ``wb-`` + 32 random bytes (urlsafe base64). Only its sha256 is written 
 256-bit secret needs no slow hash or salt: there is nothing to guess), with its name, the first
 characters for recognising it in a list, and when it was made. ``create`` returns the key once;
 it cannot be read back. Checks hash the presented key and compare it with every stored hash with
-``hmac.compare_digest``. The file is written to a temp file and renamed into place (mode 0600), and
-re-read when it changes, so a key revoked from the CLI stops working in a running server.
-Keys are never logged or put in error messages.
+``hmac.compare_digest``. Keys are never logged or put in error messages.
+
+Concurrency contract:
+- every read-modify-write (``create``, ``revoke``) holds an exclusive lock across processes on
+  ``keys.lock`` beside the file and reads the file afresh inside it, so two processes changing
+  keys at once (the CLI and the API page) never undo each other's change;
+- the file is replaced with ``workbench.common.atomic_write_json`` (mode 0600, fsynced, one
+  rename), so a reader sees the old set or the new one, never a part;
+- ``check`` and ``list`` read the file's bytes on every call and reuse the parse only while the
+  bytes are identical: no change can be missed, whatever the file system's timestamp resolution
+  or inode reuse (a stat-keyed cache could miss two same-size writes in one clock tick). A key
+  revoked from the CLI stops working in a running server on its next request.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..common import atomic_write_json, file_lock
 from ..errors import InvalidInputError, WorkbenchError
 
 PREFIX = "wb-"
@@ -44,47 +52,43 @@ def _digest(key: str) -> str:
 
 class KeyStore:
     """The hashed key file under ``home`` (the store root). Safe across threads and processes
-    for reads; writes are atomic renames (the last writer wins)."""
+    (see the module docstring)."""
 
     def __init__(self, home: str | Path):
         self.path = Path(home) / "serve" / "keys.json"
+        self.lock_path = self.path.with_name("keys.lock")
         self._lock = threading.Lock()
-        self._cache: tuple[float, int, dict] | None = None
+        self._cache: tuple[bytes, dict] | None = None  # (the file's bytes, their parse)
 
     def _read(self) -> dict:
         try:
-            st = self.path.stat()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as err:
+            raise self._unreadable(err) from None
         with self._lock:
-            if self._cache and self._cache[:2] == (st.st_mtime, st.st_size):
-                return self._cache[2]
-            try:
-                data = json.loads(self.path.read_text())
-            except (OSError, ValueError) as err:
-                raise WorkbenchError(
-                    f"The key file {self.path} cannot be read ({type(err).__name__}). Delete it and "
-                    "create new keys with `workbench keys create NAME`."
-                ) from None
-            keys = data.get("keys", {}) if isinstance(data, dict) else {}
-            self._cache = (st.st_mtime, st.st_size, keys)
-            return keys
+            if self._cache is not None and self._cache[0] == raw:
+                return self._cache[1]
+        try:
+            data = json.loads(raw)
+        except ValueError as err:
+            raise self._unreadable(err) from None
+        keys = data.get("keys", {}) if isinstance(data, dict) else {}
+        if not isinstance(keys, dict):
+            raise self._unreadable(TypeError("'keys' is not a table"))
+        with self._lock:
+            self._cache = (raw, keys)
+        return keys
+
+    def _unreadable(self, err: Exception) -> WorkbenchError:
+        return WorkbenchError(
+            f"The key file {self.path} cannot be read ({type(err).__name__}). Delete it and "
+            "create new keys with `workbench keys create NAME`."
+        )
 
     def _write(self, keys: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": 1, "hash": "sha256", "keys": keys}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        with self._lock:
-            self._cache = None
+        atomic_write_json(self.path, {"version": 1, "hash": "sha256", "keys": keys}, mode=0o600, indent=1)
 
     def create(self, name: str) -> str:
         """Make a key called ``name`` and return it (the only time it is visible)."""
@@ -93,12 +97,13 @@ class KeyStore:
                 f"Key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit."
             )
-        keys = dict(self._read())
-        if name in keys:
-            raise InvalidInputError(f"A key called '{name}' exists; revoke it first or pick another name.")
         key = PREFIX + secrets.token_urlsafe(32)
-        keys[name] = {"sha256": _digest(key), "prefix": key[:7], "created": time.time()}
-        self._write(keys)
+        with file_lock(self.lock_path):
+            keys = dict(self._read())
+            if name in keys:
+                raise InvalidInputError(f"A key called '{name}' exists; revoke it first or pick another name.")
+            keys[name] = {"sha256": _digest(key), "prefix": key[:7], "created": time.time()}
+            self._write(keys)
         return key
 
     def list(self) -> list[KeyInfo]:
@@ -106,11 +111,12 @@ class KeyStore:
 
     def revoke(self, name: str) -> bool:
         """Delete the key called ``name``; False when there was none."""
-        keys = dict(self._read())
-        if name not in keys:
-            return False
-        del keys[name]
-        self._write(keys)
+        with file_lock(self.lock_path):
+            keys = dict(self._read())
+            if name not in keys:
+                return False
+            del keys[name]
+            self._write(keys)
         return True
 
     def check(self, key: str | None) -> str | None:

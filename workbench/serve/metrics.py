@@ -1,107 +1,85 @@
-"""Prometheus text-format metrics for the server, kept in memory (no client library needed).
+"""The server's Prometheus metrics, through ``prometheus_client`` on a registry of its own.
 
-``ServeMetrics`` counts requests (by route and status), prompt and generated tokens, finished and
-cancelled generations, and keeps histograms of time to first token and of the time between a
-request's tokens (seconds). Queue depth and active sequences are read from the batchers when
-``render`` is called. Thread-safe; values are raw numbers, formatted only in ``render``.
+``ServeMetrics`` counts requests (by method, route and status), prompt and generated tokens,
+finished generations by finish reason, and keeps histograms of time to first token and of the
+time between a request's tokens (seconds). Queue depth and active sequences are gauges read from
+the batchers at each scrape (``render(batchers)``). Every ``ServeMetrics`` has its own
+``CollectorRegistry``, so two servers in one process (tests, notebooks) never share counts.
+Thread-safe (``prometheus_client`` is).
+
+Metric names: ``workbench_requests_total``, ``workbench_prompt_tokens_total``,
+``workbench_generated_tokens_total``, ``workbench_generations_total``,
+``workbench_time_to_first_token_seconds``, ``workbench_time_per_output_token_seconds``,
+``workbench_queue_depth``, ``workbench_active_sequences``.
 """
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0)
 
 
-class Histogram:
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.count = 0
-        self.sum = 0.0
+class _BatcherGauges:
+    """A collector that reads queue depth and active rows from the batchers being scraped."""
 
-    def observe(self, value: float) -> None:
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-        self.count += 1
-        self.sum += value
+    def __init__(self):
+        self.batchers: dict = {}
 
-
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
-    return "{" + inner + "}" if inner else ""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def collect(self):
+        depth = GaugeMetricFamily("workbench_queue_depth", "Requests waiting to join a batch.", labels=["model"])
+        active = GaugeMetricFamily("workbench_active_sequences", "Requests decoding now.", labels=["model"])
+        for model, b in sorted(self.batchers.items()):
+            depth.add_metric([model], b.queue_depth)
+            active.add_metric([model], b.active_count)
+        yield depth
+        yield active
 
 
 class ServeMetrics:
     def __init__(self):
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.prompt_tokens: dict[str, int] = defaultdict(int)
-        self.generated_tokens: dict[str, int] = defaultdict(int)
-        self.finished_by: dict[tuple[str, str], int] = defaultdict(int)
-        self.ttft: dict[str, Histogram] = {}
-        self.token_latency: dict[str, Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("workbench_requests", "HTTP requests by method, route and status.",
+                                ["method", "route", "status"], registry=r)
+        self.prompt_tokens = Counter("workbench_prompt_tokens", "Prompt tokens of finished generations.",
+                                     ["model"], registry=r)
+        self.generated_tokens = Counter("workbench_generated_tokens", "Tokens generated.", ["model"], registry=r)
+        self.finished_by = Counter("workbench_generations", "Finished generations by finish reason.",
+                                   ["model", "reason"], registry=r)
+        self.ttft = Histogram("workbench_time_to_first_token_seconds", "Request received to first token.",
+                              ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self.token_latency = Histogram("workbench_time_per_output_token_seconds",
+                                       "Time between a request's tokens.", ["model"], buckets=TOKEN_BUCKETS,
+                                       registry=r)
+        self._gauges = _BatcherGauges()
+        r.register(self._gauges)
+        self._scrape = threading.Lock()  # the gauges' batchers are set per scrape
 
     def request(self, method: str, route: str, status: int) -> None:
-        with self._lock:
-            self.requests[(method, route, status)] += 1
+        self.requests.labels(method, route, str(status)).inc()
 
     def observe_ttft(self, model: str, seconds: float) -> None:
-        with self._lock:
-            self.ttft.setdefault(model, Histogram(TTFT_BUCKETS)).observe(seconds)
+        self.ttft.labels(model).observe(seconds)
 
     def observe_token(self, model: str, seconds: float) -> None:
-        with self._lock:
-            self.token_latency.setdefault(model, Histogram(TOKEN_BUCKETS)).observe(seconds)
+        self.token_latency.labels(model).observe(seconds)
 
     def finished(self, model: str, reason: str, prompt_tokens: int, generated: int) -> None:
-        with self._lock:
-            self.finished_by[(model, reason)] += 1
-            self.prompt_tokens[model] += prompt_tokens
-            self.generated_tokens[model] += generated
+        self.finished_by.labels(model, reason).inc()
+        self.prompt_tokens.labels(model).inc(prompt_tokens)
+        self.generated_tokens.labels(model).inc(generated)
 
     def render(self, batchers: dict | None = None) -> str:
-        """The Prometheus text exposition; ``batchers`` maps model id -> ``Batcher`` for gauges."""
-        out: list[str] = []
-
-        def head(name: str, kind: str, text: str) -> None:
-            out.append(f"# HELP {name} {text}")
-            out.append(f"# TYPE {name} {kind}")
-
-        with self._lock:
-            head("workbench_requests_total", "counter", "HTTP requests by method, route and status.")
-            for (method, route, status), n in sorted(self.requests.items()):
-                out.append(f"workbench_requests_total{_labels(method=method, route=route, status=status)} {n}")
-            head("workbench_prompt_tokens_total", "counter", "Prompt tokens of finished generations.")
-            for model, n in sorted(self.prompt_tokens.items()):
-                out.append(f"workbench_prompt_tokens_total{_labels(model=model)} {n}")
-            head("workbench_generated_tokens_total", "counter", "Tokens generated.")
-            for model, n in sorted(self.generated_tokens.items()):
-                out.append(f"workbench_generated_tokens_total{_labels(model=model)} {n}")
-            head("workbench_generations_total", "counter", "Finished generations by finish reason.")
-            for (model, reason), n in sorted(self.finished_by.items()):
-                out.append(f"workbench_generations_total{_labels(model=model, reason=reason)} {n}")
-            for name, hists, text in (
-                ("workbench_time_to_first_token_seconds", self.ttft, "Request received to first token."),
-                ("workbench_time_per_output_token_seconds", self.token_latency, "Time between a request's tokens."),
-            ):
-                head(name, "histogram", text)
-                for model, h in sorted(hists.items()):
-                    for b, c in zip(h.buckets, h.counts):
-                        out.append(f"{name}_bucket{_labels(model=model, le=repr(b))} {c}")
-                    out.append(f"{name}_bucket{_labels(model=model, le='+Inf')} {h.count}")
-                    out.append(f"{name}_sum{_labels(model=model)} {h.sum}")
-                    out.append(f"{name}_count{_labels(model=model)} {h.count}")
-        head("workbench_queue_depth", "gauge", "Requests waiting to join a batch.")
-        for model, b in sorted((batchers or {}).items()):
-            out.append(f"workbench_queue_depth{_labels(model=model)} {b.queue_depth}")
-        head("workbench_active_sequences", "gauge", "Requests decoding now.")
-        for model, b in sorted((batchers or {}).items()):
-            out.append(f"workbench_active_sequences{_labels(model=model)} {b.active_count}")
-        return "\n".join(out) + "\n"
+        """The Prometheus text exposition (``CONTENT_TYPE``); ``batchers`` maps model id ->
+        ``Batcher`` for the gauges."""
+        with self._scrape:
+            self._gauges.batchers = dict(batchers or {})
+            try:
+                return generate_latest(self.registry).decode("utf-8")
+            finally:
+                self._gauges.batchers = {}

@@ -1,21 +1,50 @@
-"""The models a server serves: each loaded once, with its own ``Batcher``.
+"""The models a server serves: each loaded once per installed build, with its own ``Batcher``.
 
 ``ModelRegistry(store, ids)`` serves ``ids`` (aliases resolved by the catalog), or with no ids
-every installed model that can generate, as installed at each request. Models load on first use
-(``preload()`` loads them up front). ``get(name)`` returns the ``Batcher``; a name not served
-raises ``ModelNotServedError`` (404) listing the valid ids. A model removed from the store while
-served is dropped (its in-flight requests end with an error) and answered with a 404 that says how
-to reinstall it; after a reinstall the next request loads it again.
+every installed model that can generate. ``get(name)`` returns the ``Batcher``; a name not
+served raises ``ModelNotServedError`` (404) listing the valid ids. Models load on first use
+(``preload()`` loads them up front).
+
+Contract:
+- One lock per model: loading (or exporting) model A never blocks a request for model B, and
+  two requests for A load it once.
+- The served-id listing (no ``ids``) is cached under a signature of the store's folders: the
+  stat of ``models/``, ``cards/``, every card file and every entry's manifest. It is rebuilt only
+  when that signature changes (an install, a removal, a card added, edited or deleted), never per
+  request, and never probes the network. A custom card that does not parse is logged once (a
+  warning naming the file and the fix) and skipped; the other models keep being served.
+- Batchers are keyed by ``Store.fingerprint(model_id)``: after ``store install --force`` with
+  other weights, or a remove and add under the same id, the next request loads the new build.
+  The old batcher finishes the requests it holds, then is closed (requests it still holds after
+  ``RETIRE_TIMEOUT_S`` end with a clear error).
+- A model removed from the store while served is dropped (its in-flight requests end with an
+  error) and answered with a 404 that says how to reinstall it; after a reinstall the next
+  request loads it again.
 """
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import time
 
-from ..errors import UnknownModelError, WorkbenchError
+from ..errors import CardError, ModelNotInstalledError, UnknownModelError, WorkbenchError
 from ..runtime.loading import load_model
 from .batching import Batcher
 from .engine import make_engine
 from .errors import ModelNotServedError, ServerClosedError
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+RETIRE_TIMEOUT_S = 600.0  # how long a replaced build may finish its requests
+
+
+def _stat_key(path) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 class ModelRegistry:
@@ -30,16 +59,65 @@ class ModelRegistry:
             if not store.is_installed(model_id):
                 raise WorkbenchError(f"{model_id} is not installed: run `workbench store install {model_id}` first.")
         self.batchers: dict[str, Batcher] = {}
-        self._lock = threading.Lock()
+        self._fingerprints: dict[str, str] = {}  # model id -> fingerprint of its batcher's build
+        self._model_locks: dict[str, threading.Lock] = {}
+        self._retiring: set[Batcher] = set()
+        self._lock = threading.Lock()  # guards the dicts above; never held while loading
+        self._listing_lock = threading.Lock()
+        self._listing: tuple[tuple, list[str]] | None = None  # (store signature, served ids)
+        self._reported: set[str] = set()  # card problems already logged
+
+    # --- which models ---------------------------------------------------------------------------
 
     def ids(self) -> list[str]:
+        """The served model ids (see the module docstring for when the listing is re-read)."""
         if self._fixed is not None:
             return list(self._fixed)
-        return [e.card.id for e in self.store.list() if e.status == "installed" and e.card.can("generate")]
+        signature = self._signature()
+        with self._listing_lock:
+            if self._listing is None or self._listing[0] != signature:
+                self._listing = (signature, self._installed_generators())
+            return list(self._listing[1])
+
+    def _signature(self) -> tuple:
+        """What the listing depends on, from stat calls only (no file is read)."""
+        models, cards = self.store.models_dir, self.store.cards_dir
+        parts = [_stat_key(models), _stat_key(cards)]
+        for folder, child in ((cards, None), (models, MANIFEST)):
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                continue
+            parts += [_stat_key(folder / n / child if child else folder / n) for n in names]
+        return tuple(parts)
+
+    def _installed_generators(self) -> list[str]:
+        catalog = self.store.catalog
+        try:
+            catalog.reload()  # skips a malformed custom card, logged once (``catalog.problems``)
+        except CardError as err:  # a catalog that stops at a bad card: keep its last good read
+            self._report(str(err))
+        served = []
+        for card in catalog:
+            if card.can("generate") and (self.store.models_dir / card.id / MANIFEST).is_file():
+                try:
+                    status = self.store.entry(card.id).status  # an installed entry is not probed online
+                except OSError:  # removed while read: the next signature differs, so it is read again
+                    continue
+                if status == "installed":
+                    served.append(card.id)
+        return served
+
+    def _report(self, problem: str) -> None:
+        if problem not in self._reported:
+            self._reported.add(problem)
+            log.warning("Skipping a model card the server cannot read: %s", problem)
 
     def preload(self) -> None:
         for model_id in self.ids():
             self.get(model_id)
+
+    # --- batchers -------------------------------------------------------------------------------
 
     def get(self, name: str) -> Batcher:
         ids = self.ids()
@@ -52,7 +130,11 @@ class ModelRegistry:
                 f"Model {name!r} is not served here. Served models: {', '.join(ids) or 'none'} "
                 "(GET /v1/models lists them)."
             )
-        if not self.store.is_installed(model_id):
+        try:
+            fingerprint = self.store.fingerprint(model_id) if self.store.is_installed(model_id) else None
+        except ModelNotInstalledError:
+            fingerprint = None
+        if fingerprint is None:
             self._drop(model_id)
             raise ModelNotServedError(
                 f"{model_id} was removed from the store while the server was running. Reinstall it "
@@ -60,16 +142,45 @@ class ModelRegistry:
             )
         with self._lock:
             batcher = self.batchers.get(model_id)
-            if batcher is None:
-                model = load_model(model_id, store=self.store, device=self.device)
-                engine = make_engine(model, self.backend, store=self.store)
-                batcher = Batcher(model, engine, self.max_batch, self.max_waiting, self.metrics)
-                self.batchers[model_id] = batcher
+            if batcher is not None and self._fingerprints.get(model_id) == fingerprint:
+                return batcher
+            model_lock = self._model_locks.setdefault(model_id, threading.Lock())
+        with model_lock:  # only requests for this model wait here
+            with self._lock:
+                old = self.batchers.get(model_id)
+                if old is not None and self._fingerprints.get(model_id) == fingerprint:
+                    return old  # another request loaded it meanwhile
+            model = load_model(model_id, store=self.store, device=self.device)
+            engine = make_engine(model, self.backend, store=self.store)
+            batcher = Batcher(model, engine, self.max_batch, self.max_waiting, self.metrics)
+            with self._lock:
+                old = self.batchers.get(model_id)
+                self.batchers[model_id], self._fingerprints[model_id] = batcher, fingerprint
+            if old is not None:
+                self._retire(model_id, old)
             return batcher
+
+    def _retire(self, model_id: str, batcher: Batcher) -> None:
+        """Close a replaced build's batcher once the requests it holds are done."""
+        with self._lock:
+            self._retiring.add(batcher)
+
+        def wait_then_close():
+            deadline = time.monotonic() + RETIRE_TIMEOUT_S
+            while (batcher.active_count or batcher.queue_depth) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            batcher.close(error=ServerClosedError(
+                f"{model_id} was reinstalled while this request ran; send it again to use the new build."
+            ))
+            with self._lock:
+                self._retiring.discard(batcher)
+
+        threading.Thread(target=wait_then_close, name=f"retire-{model_id}", daemon=True).start()
 
     def _drop(self, model_id: str) -> None:
         with self._lock:
             batcher = self.batchers.pop(model_id, None)
+            self._fingerprints.pop(model_id, None)
         if batcher is not None:
             batcher.close(error=ServerClosedError(
                 f"{model_id} was removed from the store during this request; reinstall it and retry."
@@ -77,6 +188,7 @@ class ModelRegistry:
 
     def close(self) -> None:
         with self._lock:
-            batchers, self.batchers = list(self.batchers.values()), {}
+            batchers = list(self.batchers.values()) + list(self._retiring)
+            self.batchers, self._fingerprints, self._retiring = {}, {}, set()
         for b in batchers:
             b.close()

@@ -4,12 +4,20 @@ foreground (``workbench serve``), or as a background process the API page starts
 A foreground server writes ``<store root>/serve/server.json`` (pid, host, port, models) while it
 runs and removes it on exit, so any process (a reloaded page) can find it, check it by pid and
 ``/health``, and stop it. The default host is 127.0.0.1; any other host prints a loud warning.
+
+Secrets never reach a log line: every handler of the server's loggers (uvicorn's access and
+error logs, and in the foreground server the root logger) formats through ``RedactingFormatter``,
+which replaces workbench keys (``wb-...``), ``Bearer`` tokens and the values of key-like query
+parameters (``?api_key=...``, ``token``, ``password``...) with ``[redacted]``, so a client that
+puts its key in the URL does not leave it in the access log.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +31,7 @@ from pathlib import Path
 
 import uvicorn
 
+from ..common import atomic_write_json, pid_alive
 from ..errors import WorkbenchError
 from .app import create_app
 from .keys import KeyStore
@@ -57,6 +66,46 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
+# --- secrets out of the logs ---------------------------------------------------------------------
+
+REDACTED = "[redacted]"
+_SECRETS = (
+    (re.compile(r"wb-[A-Za-z0-9_\-]{6,}"), "wb-" + REDACTED),
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)([?&;](?:api[_-]?key|key|x-api-key|(?:access_|id_|refresh_)?token|auth|authorization|"
+                r"secret|password|passwd)=)[^&\s\"'#]*"),
+     r"\1" + REDACTED),
+)
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def redact(text: str) -> str:
+    """``text`` with API keys, bearer tokens and key-like query values replaced by ``[redacted]``."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with ``inner`` (the handler's own formatter), then ``redact``s the whole line,
+    tracebacks included."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+def redact_logs(loggers=SERVER_LOGGERS) -> None:
+    """Put ``RedactingFormatter`` on every handler of ``loggers`` ("" is the root logger), once."""
+    for name in loggers:
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler.formatter, RedactingFormatter):
+                handler.setFormatter(RedactingFormatter(handler.formatter))
+
+
 def build_app(store, models: list[str] | None = None, backend: str = "torch", device: str = "cpu",
               max_batch: int = 8, max_waiting: int = 32, cors_origins=(), max_body_bytes: int | None = None):
     """The app and its registry for ``store`` (the caller closes the registry)."""
@@ -75,6 +124,7 @@ class ServerThread:
         self.host, self.port = host, port or free_port(host)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", access_log=False,
                                 lifespan="off")
+        redact_logs()  # uvicorn's handlers exist once its config is made
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
@@ -128,6 +178,12 @@ def serve_forever(store, models: list[str] | None, backend: str = "torch", host:
                   port: int = 8000, cors_origins=(), device: str = "cpu", max_batch: int = 8,
                   max_waiting: int = 32, say=print) -> None:
     """Load the models, write the state file, serve until SIGINT/SIGTERM, then clean up."""
+    root = logging.getLogger()
+    if not root.handlers:  # the workbench's own warnings (a skipped card) as formatted, redacted lines
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        root.addHandler(handler)
+    redact_logs(("",))
     app, registry = build_app(store, models, backend, device, max_batch, max_waiting, cors_origins)
     try:
         registry.preload()
@@ -142,11 +198,11 @@ def serve_forever(store, models: list[str] | None, backend: str = "torch", host:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = ServerState(os.getpid(), host, port, registry.ids(), backend, time.time(),
                             str(path.parent / "server.log"))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state)))
-        os.replace(tmp, path)
+        atomic_write_json(path, asdict(state))
         try:
-            uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off")
+            config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="off")
+            redact_logs()
+            uvicorn.Server(config).run()
         finally:
             current = read_state(store.home, check_alive=False)
             if current and current.pid == os.getpid():
@@ -169,12 +225,7 @@ def read_state(home: str | Path, check_alive: bool = True) -> ServerState | None
 
 
 def _is_our_server(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (ProcessLookupError, PermissionError, FileNotFoundError):
-        return False
-    return b"serve" in cmdline and any(b"workbench" in part for part in cmdline)
+    return pid_alive(pid, cmdline_has=("workbench", "serve"))
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:

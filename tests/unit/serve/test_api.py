@@ -77,12 +77,19 @@ def test_concurrent_greedy_requests_equal_their_solo_runs(server):
 
 def test_metrics_are_prometheus_text(server):
     _post(server, "/api/generate?model=tiny-gpt2", data={"text": "Hello", "max_new_tokens": "3"})
-    text = requests.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.key}"}, timeout=TIMEOUT).text
+    r = requests.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.key}"}, timeout=TIMEOUT)
+    text = r.text
     for name in ("workbench_requests_total", "workbench_generated_tokens_total", "workbench_queue_depth",
                  "workbench_time_to_first_token_seconds_bucket", "workbench_time_per_output_token_seconds_count",
                  "workbench_active_sequences"):
         assert name in text
-    assert 'workbench_requests_total{method="POST",route="/api/generate",status="200"} 1' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests_total = {tuple(sorted(s.labels.items())): s.value
+                      for f in text_string_to_metric_families(text) for s in f.samples
+                      if s.name == "workbench_requests_total"}
+    assert requests_total[(("method", "POST"), ("route", "/api/generate"), ("status", "200"))] == 1
+    assert r.headers["content-type"].startswith("text/plain; version=")
 
 
 def test_cors_is_off_unless_origins_are_given(start_server, api_key):

@@ -20,7 +20,7 @@ def test_keys_are_stored_hashed_and_checked(tmp_path):
     assert hashlib.sha256(key.encode()).hexdigest() in raw
     assert json.loads(raw)["hash"] == "sha256"
     assert stat.S_IMODE(keys.path.stat().st_mode) == 0o600
-    assert [p.name for p in keys.path.parent.iterdir()] == ["keys.json"]  # no temp file left
+    assert sorted(p.name for p in keys.path.parent.iterdir()) == ["keys.json", "keys.lock"]  # no temp file left
     assert keys.check(key) == "alice"
     assert keys.check(key + "x") is None and keys.check("") is None and keys.check(None) is None
     assert [k.name for k in keys.list()] == ["alice"] and keys.list()[0].prefix == key[:7]
