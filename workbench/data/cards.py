@@ -18,11 +18,10 @@ from pathlib import Path
 
 
 from ..errors import CardError, UnknownDatasetError
-from ..store.catalog import read_card_file, require_field
+from ..store.catalog import ID_PATTERN, read_card_file, require_field
 from .formats import FORMATS
 
 SOURCE_KINDS = ("pypi-sdist", "local-file")
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 

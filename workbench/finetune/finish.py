@@ -34,7 +34,7 @@ from ..runtime.loading import Model
 from ..store import Store
 from ..store.install import installing
 from .config import FinetuneConfig
-from .jobs import append_log, complete_checkpoints, read_log
+from .jobs import append_log, complete_checkpoints, dataset_changed, pinned_dataset_sha256, read_log
 
 
 def _toml_value(value) -> str:
@@ -85,6 +85,9 @@ def finish(store: Store, folder: Path, config: FinetuneConfig, base: Model, data
     if store.catalog.resolve(config.out) is not None:
         raise JobError(f"A model with id '{config.out}' is already in the store; remove it or start a "
                        "job with another --out id.")
+    pinned = pinned_dataset_sha256(folder)
+    if pinned and dataset.sha256 != pinned:
+        raise dataset_changed(folder.name, dataset.id, pinned, dataset.sha256)
     saved = complete_checkpoints(folder)
     if not saved:
         raise JobError("This job has no saved step to merge: resume it and let it train a little first.")

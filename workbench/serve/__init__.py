@@ -8,7 +8,7 @@ Modules, one concern each:
 - ``batching``: the continuous batcher (bounded queue, sequences join and leave between steps).
 - ``registry``: which models are served, loaded lazily, and what happens when one is removed.
 - ``schemas``: request bodies and the limits on them.
-- ``metrics``: Prometheus text counters and histograms.
+- ``metrics``: Prometheus metrics through prometheus_client.
 - ``openai_api`` / ``generate_api``: the HTTP routes; ``app``: the FastAPI factory (auth, limits,
   errors); ``server``: run it in a thread or a background process; ``cli``: ``workbench serve``
   and ``workbench keys``.

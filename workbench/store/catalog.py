@@ -30,7 +30,7 @@ def builtin_cards_dir() -> Path:
 BUILTIN_CARDS = builtin_cards_dir()
 CAPABILITIES = frozenset({"generate", "chat", "attention", "onnx"})
 SOURCE_KINDS = frozenset({"pypi", "hub", "local-dir", "local-gguf"})
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a final newline in
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -180,3 +180,10 @@ def test_resume_refuses_a_changed_dataset_until_it_is_put_back(tiny_store, text_
     stop_job(tiny_store, job)  # asked at once: it stops at the end of its first step
     final = wait(tiny_store, job, poll_s=0.3, timeout_s=300)
     assert final.status == "stopped" and not final.error, final
+
+    text_file.write_text("\n".join(reversed(tiny_models.CORPUS[:90])))  # finish merges what was trained, measured on the same data
+    jobs.finish_job(tiny_store, job)
+    failed = wait(tiny_store, job, poll_s=0.3, timeout_s=300)
+    assert "has changed since the job was made" in failed.error, failed
+    tiny_store.catalog.reload()
+    assert "tiny-pinned" not in tiny_store.catalog

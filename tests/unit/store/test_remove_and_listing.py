@@ -9,6 +9,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.errors import (
+    WorkbenchError,
     ModelNotInstalledError,
     SourceUnavailableError,
     UnknownModelError,
@@ -121,3 +122,11 @@ def test_listing_rereads_cards_only_when_one_changed(isolated_home, tiny_model_d
     card.write_text(card.read_text().replace('name = "one"', 'name = "One, renamed"'))
     assert store.card("one").name == "one"
     assert next(e for e in store.list() if e.card.id == "one").card.name == "One, renamed"
+
+
+@pytest.mark.parametrize("bad", ["ok\n", "Upper", "../x", "a b", ""])
+def test_an_id_with_a_final_newline_or_odd_characters_is_refused(tiny_store, tiny_model_dirs, bad):
+    cards = sorted(tiny_store.cards_dir.iterdir())
+    with pytest.raises(WorkbenchError):
+        tiny_store.add(bad, local_dir=tiny_model_dirs["gpt2"])
+    assert sorted(tiny_store.cards_dir.iterdir()) == cards
