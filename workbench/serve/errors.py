@@ -43,3 +43,9 @@ class GenerationFailedError(ServeError):
 
 class ServerClosedError(ServeError):
     status, type, code = 503, "server_error", "shutting_down"
+
+
+class ModelUnavailableError(ServeError):
+    """The model's batcher cannot serve (its engine failed past recovery, or its thread ended)."""
+
+    status, type, code = 503, "server_error", "model_unavailable"

@@ -11,6 +11,7 @@ import json
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from .bridge import AsyncRun
 from .errors import BadRequestError
@@ -57,10 +58,10 @@ async def generate(request: Request, model: str | None = None) -> dict:
         raise BadRequestError(_explain(err)) from None
     batcher = await get_batcher(request, name)
     m = batcher.model
-    if body.chat:
-        ids = chat_ids(m, [{"role": "user", "content": body.text}])
+    if body.chat:  # tokenizing and templating run in a worker thread, off the event loop
+        ids = await run_in_threadpool(chat_ids, m, [{"role": "user", "content": body.text}])
     else:
-        ids = completion_ids(m, body.text)
+        ids = await run_in_threadpool(completion_ids, m, body.text)
     params = body.to_params(room=m.context_length - len(ids))
     check_budget(m, len(ids), params.max_tokens)
     _, done = await AsyncRun(batcher, ids, params).collect(request)

@@ -1,6 +1,8 @@
 """OpenAI-compatible routes: ``GET /v1/models``, ``POST /v1/completions``,
 ``POST /v1/chat/completions``, each non-streaming or streaming (server-sent events, one chunk per
-token with visible text, then a last chunk with ``finish_reason``, then ``data: [DONE]``).
+token with visible text, then a last chunk with ``finish_reason`` and the text held back till the
+end, then ``data: [DONE]``): a stream's texts concatenate to exactly the non-streamed text.
+Prompts are tokenized and templated in a worker thread, off the event loop.
 
 ``logprobs`` (completions: an int) and ``logprobs``/``top_logprobs`` (chat) come from the model's
 own distribution at each step (softmax of the raw logits), whatever temperature drew the token.
@@ -60,7 +62,7 @@ async def get_batcher(request: Request, name: str):
 
 async def _prepare(request: Request, body, ids_of):
     batcher = await get_batcher(request, body.model)
-    ids = ids_of(batcher.model)
+    ids = await run_in_threadpool(ids_of, batcher.model)  # up to 200,000 characters: not on the loop
     params = body.to_params(room=batcher.model.context_length - len(ids))
     check_budget(batcher.model, len(ids), params.max_tokens)
     return batcher, ids, params
@@ -124,7 +126,7 @@ async def completions(body: CompletionRequest, request: Request):
 
         include = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(run, chunk, lambda d: envelope([choice("", None, _finish(d.finish_reason))]), include,
+            _stream(run, chunk, lambda d: envelope([choice(d.tail, None, _finish(d.finish_reason))]), include,
                     lambda d: envelope([], usage=usage(d))),
             media_type="text/event-stream",
         )
@@ -170,7 +172,9 @@ async def chat_completions(body: ChatRequest, request: Request):
                             "chat.completion.chunk")
 
         def last(done: DoneEvent) -> dict:
-            delta = {"role": "assistant", "content": ""} if first[0] else {}
+            delta = {"content": done.tail} if done.tail else {}
+            if first[0]:
+                delta = {"role": "assistant", "content": done.tail}
             return envelope([{"index": 0, "delta": delta, "logprobs": None,
                               "finish_reason": _finish(done.finish_reason)}], "chat.completion.chunk")
 

@@ -17,6 +17,8 @@ Contract:
   other weights, or a remove and add under the same id, the next request loads the new build.
   The old batcher finishes the requests it holds, then is closed (requests it still holds after
   ``RETIRE_TIMEOUT_S`` end with a clear error).
+- A batcher marked dead (its engine failed past recovery, see ``Batcher``) answered its requests
+  with 503; the next request for that model builds a new one.
 - A model removed from the store while served is dropped (its in-flight requests end with an
   error) and answered with a 404 that says how to reinstall it; after a reinstall the next
   request loads it again.
@@ -142,14 +144,16 @@ class ModelRegistry:
             )
         with self._lock:
             batcher = self.batchers.get(model_id)
-            if batcher is not None and self._fingerprints.get(model_id) == fingerprint:
+            if self._usable(model_id, batcher, fingerprint):
                 return batcher
             model_lock = self._model_locks.setdefault(model_id, threading.Lock())
         with model_lock:  # only requests for this model wait here
             with self._lock:
                 old = self.batchers.get(model_id)
-                if old is not None and self._fingerprints.get(model_id) == fingerprint:
+                if self._usable(model_id, old, fingerprint):
                     return old  # another request loaded it meanwhile
+            if old is not None and old.dead:
+                log.warning("Rebuilding the batcher of %s, which died: %s", model_id, old.health())
             model = load_model(model_id, store=self.store, device=self.device)
             engine = make_engine(model, self.backend, store=self.store)
             batcher = Batcher(model, engine, self.max_batch, self.max_waiting, self.metrics)
@@ -157,8 +161,16 @@ class ModelRegistry:
                 old = self.batchers.get(model_id)
                 self.batchers[model_id], self._fingerprints[model_id] = batcher, fingerprint
             if old is not None:
-                self._retire(model_id, old)
+                if old.dead:
+                    old.close()  # its requests were already answered with the reason (503)
+                else:
+                    self._retire(model_id, old)
             return batcher
+
+    def _usable(self, model_id: str, batcher: Batcher | None, fingerprint: str) -> bool:
+        """A batcher serves the next request when it is of the installed build and not dead (a
+        dead one is rebuilt once per request that finds it dead; a stuck one recovers by itself)."""
+        return batcher is not None and not batcher.dead and self._fingerprints.get(model_id) == fingerprint
 
     def _retire(self, model_id: str, batcher: Batcher) -> None:
         """Close a replaced build's batcher once the requests it holds are done."""

@@ -172,3 +172,17 @@ def test_a_replaced_build_finishes_its_requests_then_closes(tiny_store, tiny_mod
         assert reg.get("tiny-swap") is new
     finally:
         reg.close()
+
+
+def test_a_dead_batcher_is_rebuilt_by_the_next_request(tiny_store):
+    reg = ModelRegistry(tiny_store)
+    try:
+        first = reg.get("tiny-llama")
+        expected = greedy(first, "Hello")
+        first._die("a test killed it")  # what repeated engine failures end in
+        assert first.dead
+        second = reg.get("tiny-llama")
+        assert second is not first and not second.dead
+        assert greedy(second, "Hello") == expected
+    finally:
+        reg.close()
