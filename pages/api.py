@@ -126,7 +126,7 @@ t2.code(snippets.python_requests(base, model_id, shown_key), language="python")
 t3.code(snippets.python_openai(base, model_id, shown_key), language="python")
 st.caption(
     "The store's model folders are plain Hugging Face folders: vLLM or TGI can serve the same folder "
-    "with the same OpenAI-compatible routes when one machine is not enough (see the README)."
+    "with the same OpenAI-compatible routes when one machine is not enough (docs/serving.md in the repository)."
 )
 
 # --- try it --------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """What a fine-tuning job is asked to do: ``FinetuneConfig``, a frozen dataclass saved as the
 job's ``config.json``. Validation says which setting to change; no torch here.
 
-The defaults are the ones measured to give SmolLM2-135M a visible drop in held-out perplexity on
-the shipped Shakespeare corpus (16.85 -> 15.37) in about three minutes of training (4.5 for the
-whole job) on the busy 2-core CPU this was built on, at 25 tokens/s on one thread (see README,
-"Customise"); ``max_steps=40`` goes further.
+The defaults are chosen to give SmolLM2-135M a visible drop in held-out perplexity on the
+shipped Shakespeare corpus in a few minutes on a 2-core CPU (``benchmarks/finetune_bench.py``
+measures it on a machine); ``max_steps=40`` goes further.
 """
 from __future__ import annotations
 

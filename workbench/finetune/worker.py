@@ -42,9 +42,7 @@ def training_threads(requested: int, cpus: int, load1: float) -> int:
     work leaves free, ``cpus - round(1-minute load average)``, at least 1 and at most ``cpus``.
 
     Threads of one operation wait for each other at its end, so on a busy CPU two threads lose to
-    one: on the 2-core machine this was built on, with other work holding the load average at 4-7,
-    SmolLM2-135M + LoRA trained at ~6 tokens/s on 2 threads and ~23 on 1, and a tiny model's
-    step took 4 s on 2 threads and 0.07 s on 1 (see README, "Customise")."""
+    one (``benchmarks/lora_step_bench.py`` times one step per thread count on a machine)."""
     if requested > 0:
         return requested
     return max(1, min(cpus, cpus - round(load1)))

@@ -99,7 +99,7 @@ def _model_fingerprint(store: Store, model_id: str) -> str:
 
 def check_export(directory: Path, full: bool = True) -> str:
     """'' if the export folder matches its manifest, else what is wrong. ``full`` re-hashes
-    every file (about a second per 500 MB; remembered per process until a file changes)."""
+    every file (remembered per process until a file changes)."""
     manifest_path = directory / EXPORT_MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -163,8 +163,8 @@ def cached_export(store: Store, model_id: str, variant: str = "fp32", verify: bo
 
 
 def estimated_seconds(layers: int, variant: str = "fp32") -> float:
-    """Rough export time on 2 cores, this variant's own step only (measured: fp32 of 30 layers
-    ~125 s, of 2 layers ~10 s; fusing 30 layers ~25 s)."""
+    """Rough export time on 2 cores, this variant's own step only: a line through export times
+    seen for 2- and 30-layer models (an estimate for progress bars and waits, not a measurement)."""
     return {"fp32": 8 + 4 * layers, "fused": 5 + 0.7 * layers, "q4": 30 + 2 * layers,
             "q4a8": 30 + 2 * layers}.get(variant, 4 + layers)
 

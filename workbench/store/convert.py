@@ -56,7 +56,7 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, progress: Progress = quiet) -> di
     progress(0.0, "reading the tokenizer from the GGUF file")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        progress(0.25, "de-quantizing the weights to fp32 (about 20 s for 135M parameters)")
+        progress(0.25, "de-quantizing the weights to fp32 (the longest step)")
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         raise UnsupportedModelError(
