@@ -1,9 +1,10 @@
 """``workbench serve`` and ``workbench keys``: ``add_cli(subparsers)`` registers both.
 
 ``workbench serve [--model ID ...] [--backend torch|onnxruntime|...] [--host 127.0.0.1] [--port 8000]
-[--cors-origin URL ...] [--max-batch 8] [--max-waiting 32]`` serves until Ctrl-C.
-``workbench keys create NAME`` prints the new key once, on its last line; ``keys list [--json]``
-shows names and prefixes only; ``keys revoke NAME`` deletes one (running servers see it at once).
+[--cors-origin URL ...] [--max-batch 8] [--max-waiting 32] [--store-only]`` serves until Ctrl-C;
+``--store-only`` serves the store (``/v1/store/*``) without loading any model.
+``workbench keys create NAME [--scope generate,pull,publish]`` prints the new key once, on its last
+line (default scope: generate); ``keys list [--json]`` shows names, prefixes and scopes only; ``keys revoke NAME`` deletes one (running servers see it at once).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def cmd_serve(args) -> int:
 
     if not 1 <= args.port <= 65535:
         raise InvalidInputError(f"Port {args.port} is out of range: use 1-65535.")
-    if args.threads:
+    if args.threads and not args.store_only:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -28,6 +29,7 @@ def cmd_serve(args) -> int:
         Store(), args.model or None, backend=args.backend, host=args.host, port=args.port,
         cors_origins=tuple(args.cors_origin or ()), device=args.device, max_batch=args.max_batch,
         max_waiting=args.max_waiting, say=lambda text: print(text, file=sys.stderr, flush=True),
+        store_only=args.store_only,
     )
     return 0
 
@@ -40,8 +42,12 @@ def _keys():
 
 
 def cmd_keys_create(args) -> int:
-    key = _keys().create(args.name)
-    print(f"Created key '{args.name}'. Copy it now: it is stored hashed and cannot be shown again.")
+    from ..serve.keys import parse_scopes
+
+    scopes = parse_scopes(args.scope)
+    key = _keys().create(args.name, scopes)
+    print(f"Created key '{args.name}' ({', '.join(scopes)}). Copy it now: it is stored hashed and "
+          "cannot be shown again.")
     print(key)
     return 0
 
@@ -54,7 +60,8 @@ def cmd_keys_list(args) -> int:
     if not keys:
         print("No keys. Create one with `workbench keys create NAME`.")
     for k in keys:
-        print(f"{k.name:<24} {k.prefix}…  created {time.strftime('%Y-%m-%d %H:%M', time.localtime(k.created))}")
+        print(f"{k.name:<24} {k.prefix}…  {','.join(k.scopes):<22} "
+              f"created {time.strftime('%Y-%m-%d %H:%M', time.localtime(k.created))}")
     return 0
 
 
@@ -81,14 +88,19 @@ def add_cli(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--max-batch", type=int, default=8, help="sequences decoded together per model")
     p.add_argument("--max-waiting", type=int, default=32, help="queued requests per model before 429")
+    p.add_argument("--store-only", action="store_true",
+                   help="serve the store (/v1/store/*: pull and publish) without loading any model")
     p.set_defaults(func=cmd_serve)
 
     keys = subparsers.add_parser("keys", help="API keys of the server")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     p = ksub.add_parser("create", help="make a key; it is printed once, on the last line")
     p.add_argument("name")
+    p.add_argument("--scope", default="generate",
+                   help="what the key may do, comma-separated: generate (the model routes), pull (read "
+                   "the store), publish (send entries to it); default generate")
     p.set_defaults(func=cmd_keys_create)
-    p = ksub.add_parser("list", help="key names and prefixes (never the keys)")
+    p = ksub.add_parser("list", help="key names, prefixes and scopes (never the keys)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_list)
     p = ksub.add_parser("revoke", help="delete a key")

@@ -1,9 +1,13 @@
 """The FastAPI app: routes, the API-key check, body limits, CORS and JSON errors.
 
-``create_app(registry, keys)`` returns an ASGI app that serves ``registry``'s models. Every path
+``create_app(registry, keys)`` returns an ASGI app that serves ``registry``'s models and its
+store (``/v1/store/*``, see ``store_api``); ``create_app(None, keys, store=store)`` serves the store
+only (``workbench serve --store-only``: no model is loaded, torch is not even imported). Every path
 but ``GET /health`` needs ``Authorization: Bearer <key>`` with a key of ``keys`` (else 401, before
-the body is read). Bodies over ``max_body_bytes`` get 413 (by Content-Length; a chunked body is
-read here, up to the limit). CORS is off unless ``cors_origins`` lists origins. Every error is an OpenAI-style
+the body is read) holding the scope the path needs (``store_api.scope_of``: ``generate`` for the
+model routes, ``pull`` to read the store, ``publish`` to send to it; else 403 naming the scope).
+Bodies over ``max_body_bytes`` get 413 (by Content-Length; a chunked body is
+read here, up to the limit; blob uploads stream their body with their own cap). CORS is off unless ``cors_origins`` lists origins. Every error is an OpenAI-style
 JSON body ``{"error": {"message", "type", "param", "code"}}`` whose message says how to fix it;
 a full queue adds ``Retry-After``. A key sent in the URL (``?api_key=``) is refused like any
 missing key, with a hint to use the header. The app never logs keys, prompts or outputs (the
@@ -20,15 +24,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InvalidInputError, UnknownModelError, WorkbenchError
-from . import generate_api, openai_api
+from . import store_api
 from .errors import AuthError, BodyTooLargeError, QueueFullError, ServeError
 from .keys import KeyStore
 from .metrics import CONTENT_TYPE, ServeMetrics
-from .registry import ModelRegistry
 
 MAX_BODY_BYTES = 1_000_000
 _KEY_IN_QUERY = re.compile(r"(?i)(^|[&;])(api[_-]?key|key|token|access_token)=|wb-")
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/api/generate")
+STORE_ROUTES = ("/v1/store/index", "/v1/store/entries", "/v1/store/blobs", "/v1/store/uploads")
 
 
 def _error(status: int, message: str, type_: str, code: str | None, param: str | None = None,
@@ -72,7 +76,8 @@ class Guard:
             if path != "/health":
                 auth = headers.get("authorization", "")
                 key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-                if self.keys.check(key) is None:
+                info = self.keys.authenticate(key)
+                if info is None:
                     query = scope.get("query_string", b"").decode("latin-1")
                     hint = (" Keys go in that header, never in the URL (URLs end up in logs and histories)."
                             if _KEY_IN_QUERY.search(query) else "")
@@ -83,6 +88,12 @@ class Guard:
                     resp = error_response(err)
                     resp.headers["WWW-Authenticate"] = "Bearer"
                     return await resp(scope, receive, send_status)
+                needed = store_api.scope_of(scope.get("method", ""), path)
+                if needed is not None and needed not in info.scopes:
+                    err = store_api.missing_scope_error(needed, scope.get("method", ""), path)
+                    return await error_response(err)(scope, receive, send_status)
+            if store_api.streams_body(scope.get("method", ""), path):  # capped by the route itself
+                return await self.app(scope, receive, send_status)
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > self.max_body:
                 return await error_response(self._too_large())(scope, receive, send_status)
@@ -93,7 +104,7 @@ class Guard:
                 receive = self._replay(body, receive)
             await self.app(scope, receive, send_status)
         finally:
-            route = path if path in ROUTES else "other"
+            route = path if path in ROUTES else next((r for r in STORE_ROUTES if path.startswith(r)), "other")
             self.metrics.request(scope.get("method", ""), route, status[0])
 
     def _too_large(self) -> BodyTooLargeError:
@@ -127,14 +138,26 @@ class Guard:
         return replay
 
 
-def create_app(registry: ModelRegistry, keys: KeyStore, metrics: ServeMetrics | None = None,
-               cors_origins: tuple[str, ...] | list[str] = (), max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    metrics = metrics or registry.metrics or ServeMetrics()
+def create_app(registry, keys: KeyStore, metrics: ServeMetrics | None = None,
+               cors_origins: tuple[str, ...] | list[str] = (), max_body_bytes: int = MAX_BODY_BYTES,
+               store=None) -> FastAPI:
+    """``registry`` (a ``ModelRegistry``) serves models; None serves ``store`` only."""
+    if registry is None and store is None:
+        raise WorkbenchError("create_app needs a registry (models) or a store (--store-only).")
+    store = store if store is not None else registry.store
+    metrics = metrics or (registry.metrics if registry is not None else None) or ServeMetrics()
     app = FastAPI(title="GPT Store Workbench API", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.registry, app.state.keys, app.state.metrics = registry, keys, metrics
+    app.state.store = store
+    app.state.store_index = store_api.StoreIndex(store)
+    app.state.uploads = store_api.Uploads(store)
     app.state.started = time.time()
-    app.include_router(openai_api.router)
-    app.include_router(generate_api.router)
+    if registry is not None:
+        from . import generate_api, openai_api  # torch comes with them: not for --store-only
+
+        app.include_router(openai_api.router)
+        app.include_router(generate_api.router)
+    app.include_router(store_api.router)
 
     @app.get("/health")
     async def health() -> dict:
@@ -142,7 +165,8 @@ def create_app(registry: ModelRegistry, keys: KeyStore, metrics: ServeMetrics | 
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(dict(registry.batchers)), media_type=CONTENT_TYPE)
+        batchers = dict(registry.batchers) if registry is not None else {}
+        return PlainTextResponse(metrics.render(batchers), media_type=CONTENT_TYPE)
 
     @app.exception_handler(WorkbenchError)
     async def on_workbench_error(request: Request, err: WorkbenchError):
@@ -164,7 +188,9 @@ def create_app(registry: ModelRegistry, keys: KeyStore, metrics: ServeMetrics | 
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, err: StarletteHTTPException):
-        message = {404: f"No route {request.url.path}; the API has {', '.join(ROUTES)}.",
+        routes = (ROUTES if registry is not None else ("/health", "/metrics")) + STORE_ROUTES
+        only = "" if registry is not None else " This server serves its store only (--store-only)."
+        message = {404: f"No route {request.url.path}; the API has {', '.join(routes)}.{only}",
                    405: f"{request.method} is not allowed on {request.url.path}."}.get(err.status_code, str(err.detail))
         return _error(err.status_code, message, "invalid_request_error", None)
 
@@ -174,7 +200,7 @@ def create_app(registry: ModelRegistry, keys: KeyStore, metrics: ServeMetrics | 
 
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
         )
     return app
 

@@ -6,6 +6,12 @@ characters for recognising it in a list, and when it was made. ``create`` return
 it cannot be read back. Checks hash the presented key and compare it with every stored hash with
 ``hmac.compare_digest``. Keys are never logged or put in error messages.
 
+Scopes: each key holds some of ``SCOPES``: ``generate`` (the model routes), ``pull`` (read the
+store: ``GET /v1/store/*``), ``publish`` (send entries: ``POST``/``PUT /v1/store/uploads...``).
+``create(name)`` without scopes makes a ``generate`` key, as before scopes existed; a key written
+before scopes existed (no ``scopes`` field) has ``["generate"]``, so it keeps doing exactly what it
+did and cannot read or change the store until a new key is made with ``--scope pull``.
+
 Concurrency contract:
 - every read-modify-write (``create``, ``revoke``) holds an exclusive lock across processes on
   ``keys.lock`` beside the file and reads the file afresh inside it, so two processes changing
@@ -34,6 +40,22 @@ from ..errors import InvalidInputError, WorkbenchError
 
 PREFIX = "wb-"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SCOPES = ("generate", "pull", "publish")
+LEGACY_SCOPES = ("generate",)  # what a key made before scopes existed may do
+
+
+def parse_scopes(scopes) -> tuple[str, ...]:
+    """``scopes`` ("pull,generate" or an iterable) as a sorted tuple of known scopes;
+    ``InvalidInputError`` naming the valid ones otherwise."""
+    items = scopes.split(",") if isinstance(scopes, str) else list(scopes)
+    names = sorted({str(s).strip() for s in items if str(s).strip()})
+    unknown = [s for s in names if s not in SCOPES]
+    if unknown or not names:
+        raise InvalidInputError(
+            f"Unknown or empty scope {', '.join(unknown) or repr(scopes)}: use one or more of "
+            f"{', '.join(SCOPES)}, separated by commas (`--scope pull,generate`)."
+        )
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -41,9 +63,19 @@ class KeyInfo:
     name: str
     prefix: str  # the first characters of the key, to tell keys apart
     created: float  # unix seconds
+    scopes: tuple[str, ...] = LEGACY_SCOPES
 
     def to_json(self) -> dict:
-        return {"name": self.name, "prefix": self.prefix, "created": self.created}
+        return {"name": self.name, "prefix": self.prefix, "created": self.created, "scopes": list(self.scopes)}
+
+
+def _info(name: str, entry: dict) -> KeyInfo:
+    scopes = entry.get("scopes")
+    if isinstance(scopes, list):
+        known = tuple(sorted(s for s in scopes if s in SCOPES))
+    else:
+        known = LEGACY_SCOPES
+    return KeyInfo(name, entry.get("prefix", ""), float(entry.get("created", 0)), known)
 
 
 def _digest(key: str) -> str:
@@ -90,8 +122,10 @@ class KeyStore:
     def _write(self, keys: dict) -> None:
         atomic_write_json(self.path, {"version": 1, "hash": "sha256", "keys": keys}, mode=0o600, indent=1)
 
-    def create(self, name: str) -> str:
-        """Make a key called ``name`` and return it (the only time it is visible)."""
+    def create(self, name: str, scopes=LEGACY_SCOPES) -> str:
+        """Make a key called ``name`` allowed ``scopes`` (default ``generate``) and return it
+        (the only time it is visible)."""
+        scopes = parse_scopes(scopes)
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidInputError(
                 f"Key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
@@ -102,12 +136,13 @@ class KeyStore:
             keys = dict(self._read())
             if name in keys:
                 raise InvalidInputError(f"A key called '{name}' exists; revoke it first or pick another name.")
-            keys[name] = {"sha256": _digest(key), "prefix": key[:7], "created": time.time()}
+            keys[name] = {"sha256": _digest(key), "prefix": key[:7], "created": time.time(),
+                          "scopes": list(scopes)}
             self._write(keys)
         return key
 
     def list(self) -> list[KeyInfo]:
-        return [KeyInfo(n, v.get("prefix", ""), float(v.get("created", 0))) for n, v in sorted(self._read().items())]
+        return [_info(n, v) for n, v in sorted(self._read().items())]
 
     def revoke(self, name: str) -> bool:
         """Delete the key called ``name``; False when there was none."""
@@ -121,11 +156,16 @@ class KeyStore:
 
     def check(self, key: str | None) -> str | None:
         """The name of the key ``key`` is, or None. Constant time in the key's content."""
+        info = self.authenticate(key)
+        return info.name if info else None
+
+    def authenticate(self, key: str | None) -> KeyInfo | None:
+        """The ``KeyInfo`` (scopes included) of the key ``key`` is, or None."""
         if not key:
             return None
         digest = _digest(key)
         found = None
         for name, entry in self._read().items():
             if hmac.compare_digest(digest, str(entry.get("sha256", ""))):
-                found = name
+                found = _info(name, entry)
         return found

@@ -3,7 +3,8 @@ foreground (``workbench serve``), or as a background process the API page starts
 
 A foreground server writes ``<store root>/serve/server.json`` (pid, host, port, models) while it
 runs and removes it on exit, so any process (a reloaded page) can find it, check it by pid and
-``/health``, and stop it. The default host is 127.0.0.1; any other host prints a loud warning.
+``/health``, and stop it. ``store_only`` serves the store's routes (``/v1/store/*``) without a
+model registry: no model is loaded and torch is not imported. The default host is 127.0.0.1; any other host prints a loud warning.
 
 Secrets never reach a log line: every handler of the server's loggers (uvicorn's access and
 error logs, and in the foreground server the root logger) formats through ``RedactingFormatter``,
@@ -36,7 +37,6 @@ from ..errors import WorkbenchError
 from .app import create_app
 from .keys import KeyStore
 from .metrics import ServeMetrics
-from .registry import ModelRegistry
 
 LOOPBACK = "127.0.0.1"
 
@@ -106,13 +106,37 @@ def redact_logs(loggers=SERVER_LOGGERS) -> None:
                 handler.setFormatter(RedactingFormatter(handler.formatter))
 
 
+class NoModels:
+    """The registry of a ``--store-only`` server: serves no model, loads nothing."""
+
+    batchers: dict = {}
+
+    def ids(self) -> list[str]:
+        return []
+
+    def preload(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def build_app(store, models: list[str] | None = None, backend: str = "torch", device: str = "cpu",
-              max_batch: int = 8, max_waiting: int = 32, cors_origins=(), max_body_bytes: int | None = None):
-    """The app and its registry for ``store`` (the caller closes the registry)."""
+              max_batch: int = 8, max_waiting: int = 32, cors_origins=(), max_body_bytes: int | None = None,
+              store_only: bool = False):
+    """The app and its registry for ``store`` (the caller closes the registry). With
+    ``store_only`` the registry is a ``NoModels`` and the app serves the store's routes only."""
     metrics = ServeMetrics()
+    extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
+    if store_only:
+        if models:
+            raise WorkbenchError("--store-only serves no model: leave out --model, or drop --store-only.")
+        app = create_app(None, KeyStore(store.home), metrics, cors_origins=cors_origins, store=store, **extra)
+        return app, NoModels()
+    from .registry import ModelRegistry  # loads torch: not for a store-only server
+
     registry = ModelRegistry(store, models, backend=backend, device=device, max_batch=max_batch,
                              max_waiting=max_waiting, metrics=metrics)
-    extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
     app = create_app(registry, KeyStore(store.home), metrics, cors_origins=cors_origins, **extra)
     return app, registry
 
@@ -163,6 +187,7 @@ class ServerState:
     backend: str
     started: float
     log: str = ""
+    store_only: bool = False
 
     @property
     def url(self) -> str:
@@ -176,15 +201,17 @@ def state_path(home: str | Path) -> Path:
 
 def serve_forever(store, models: list[str] | None, backend: str = "torch", host: str = LOOPBACK,
                   port: int = 8000, cors_origins=(), device: str = "cpu", max_batch: int = 8,
-                  max_waiting: int = 32, say=print) -> None:
-    """Load the models, write the state file, serve until SIGINT/SIGTERM, then clean up."""
+                  max_waiting: int = 32, say=print, store_only: bool = False) -> None:
+    """Load the models (none with ``store_only``), write the state file, serve until
+    SIGINT/SIGTERM, then clean up."""
     root = logging.getLogger()
     if not root.handlers:  # the workbench's own warnings (a skipped card) as formatted, redacted lines
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
         root.addHandler(handler)
     redact_logs(("",))
-    app, registry = build_app(store, models, backend, device, max_batch, max_waiting, cors_origins)
+    app, registry = build_app(store, models, backend, device, max_batch, max_waiting, cors_origins,
+                              store_only=store_only)
     try:
         registry.preload()
         warning = exposure_warning(host)
@@ -192,12 +219,13 @@ def serve_forever(store, models: list[str] | None, backend: str = "torch", host:
             say("\n" + "!" * 100 + "\n" + warning + "\n" + "!" * 100 + "\n")
         if not KeyStore(store.home).list():
             say("No API keys yet: every request will get 401. Create one with `workbench keys create NAME`.")
-        say(f"Serving {', '.join(registry.ids()) or 'no models'} ({backend}) on http://{host}:{port} "
+        what = "the store only" if store_only else f"{', '.join(registry.ids()) or 'no models'} ({backend})"
+        say(f"Serving {what} on http://{host}:{port}, the store at /v1/store "
             f"(CORS {'for ' + ', '.join(cors_origins) if cors_origins else 'off'}).")
         path = state_path(store.home)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = ServerState(os.getpid(), host, port, registry.ids(), backend, time.time(),
-                            str(path.parent / "server.log"))
+                            str(path.parent / "server.log"), store_only)
         atomic_write_json(path, asdict(state))
         try:
             config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="off")
