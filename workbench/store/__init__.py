@@ -8,17 +8,20 @@
 - ``install``: ``installing(store, kind, id, target)``, the one install primitive (lock, staging,
   verify, manifest last, fsync, one atomic rename, a reinstall included; disk full mapped).
 - ``index``: one pinned file fetched from the package index pip uses, sha256 checked, no code run.
+- ``remote`` / ``transfer`` / ``remotes``: another workbench's store (``Store(url=, api_key=)``
+  returns a ``RemoteStore``), pull and push of entries, saved remotes.
 - ``store``: ``Store``, the one owner of the store folder's layout, locks and staging.
 
 Imports nothing from ``workbench.runtime`` (``Store.download_model`` calls the loader lazily), and
 no torch at import time.
 """
 from .catalog import Catalog, ModelCard, Source
+from .remote import RemoteEntry, RemoteStore
 from .store import (
     AVAILABLE, DAMAGED, INSTALLED, MANIFEST, NEEDS_NETWORK, SOURCE_MISSING, Store, StoreEntry, VerifyReport, default_home,
 )
 
 __all__ = [
     "AVAILABLE", "DAMAGED", "INSTALLED", "MANIFEST", "NEEDS_NETWORK", "SOURCE_MISSING",
-    "Catalog", "ModelCard", "Source", "Store", "StoreEntry", "VerifyReport", "default_home",
+    "Catalog", "ModelCard", "RemoteEntry", "RemoteStore", "Source", "Store", "StoreEntry", "VerifyReport", "default_home",
 ]

@@ -58,6 +58,7 @@ from .sources import (
 
 MANIFEST = "manifest.json"
 LOADER = "workbench.runtime.loading:load_model"  # what download_model loads with (a dotted path)
+APP_OPENER = "workbench.apps.app:open_app"  # what Store.app opens apps with (the store never imports apps)
 INSTALLED, AVAILABLE, NEEDS_NETWORK, DAMAGED = "installed", "available", "needs-network", "damaged"
 SOURCE_MISSING = "source-missing"  # a user's card whose local folder or file is gone: cannot be installed
 
@@ -102,10 +103,15 @@ class StoreEntry:
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """``origin``: for an entry pulled from another store, how it compares with that origin
+    ('' when it has none; a sentence otherwise). An entry that differs from its origin is not
+    damaged: ``ok`` is about the files matching the manifest."""
+
     model_id: str
     ok: bool
     checked: int
     problems: tuple[str, ...]
+    origin: str = ""
 
 
 _GGUF_CHECKED: dict[tuple[str, int, int], bool] = {}  # (path, mtime_ns, size) -> sha256 matched
@@ -139,9 +145,21 @@ def _dir_size(path: Path) -> int:
 
 class Store:
     """Local model store. Safe to share between threads; installs of one model are serialized
-    across processes with a file lock."""
+    across processes with a file lock.
 
-    def __init__(self, home: str | Path | None = None):
+    ``Store(url=URL, api_key=KEY)`` is another workbench's store instead: it returns a
+    ``remote.RemoteStore`` whose ``list()`` is that store's catalog and whose
+    ``download_model(ID)`` pulls the entry into the local store (``home``, else the default
+    root) and returns it loaded."""
+
+    def __new__(cls, home: str | Path | None = None, *, url: str | None = None, api_key: str | None = None):
+        if url is not None:
+            from .remote import RemoteStore
+
+            return RemoteStore(url, api_key=api_key, local=Store(home) if home else None)
+        return super().__new__(cls)
+
+    def __init__(self, home: str | Path | None = None, *, url: str | None = None, api_key: str | None = None):
         self.home = Path(home).expanduser() if home else default_home()
         self.models_dir = self.home / "models"
         self.cards_dir = self.home / "cards"
@@ -436,8 +454,12 @@ class Store:
 
     # --- maintenance -----------------------------------------------------------------------
 
-    def verify(self, name: str, progress: Progress = quiet) -> VerifyReport:
-        """Re-hash every file of an installed entry against its manifest."""
+    def verify(self, name: str, progress: Progress = quiet, check_origin: bool = False,
+               api_key: str | None = None) -> VerifyReport:
+        """Re-hash every file of an installed entry against its manifest. For a pulled entry,
+        ``origin`` says whether its files are still what was pulled; with ``check_origin`` it
+        also asks the origin (key: ``api_key``, else the one saved for that URL, else
+        ``$WORKBENCH_API_KEY``) whether it now holds another version."""
         card = self.card(name)
         path = self.models_dir / card.id
         if not path.exists():
@@ -459,8 +481,11 @@ class Store:
         gguf = self._read_manifest(path).get("gguf")
         if gguf and (path / gguf["file"]).is_file() and not _gguf_intact(path / gguf["file"], gguf["sha256"]):
             problems.append(f"{gguf['file']}: sha256 differs (the next q4 export fetches it again)")
+        from .transfer import origin_report
+
+        origin = origin_report(self, "model", card.id, api_key=api_key, ask=check_origin)
         progress(1.0, "verified")
-        return VerifyReport(card.id, not problems, len(files), tuple(problems))
+        return VerifyReport(card.id, not problems, len(files), tuple(problems), origin)
 
     def remove(self, name: str) -> bool:
         """Delete an installed entry's files and its exports; the card stays (see ``discard``
@@ -554,3 +579,10 @@ class Store:
         self.install(name, progress=progress)
         module, _, attr = LOADER.partition(":")  # named, not imported: the store sits below the runtime
         return getattr(importlib.import_module(module), attr)(name, store=self, **load_options)
+
+    def app(self, app_id: str, model=None):
+        """An app of this store (``workbench.apps.App``; a built-in one is copied in on first use):
+        ``Store().app("shakespeare-companion").chat("Who is Prospero?")``. The base model loads on
+        the first turn; ``model`` passes an already loaded one."""
+        module, _, attr = APP_OPENER.partition(":")  # named, not imported: apps sit above the store
+        return getattr(importlib.import_module(module), attr)(self, app_id, model=model)
