@@ -11,14 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import Keys, get_store, show_error, sidebar
-from workbench.common import atomic_write_bytes
-from workbench.data.install import add_dataset, catalog, is_installed
+from workbench.data.install import add_dataset, catalog, is_installed, keep_upload
 from workbench.errors import WorkbenchError
 from workbench.finetune import jobs
 from workbench.finetune.config import FinetuneConfig, proposed_out_id
 from workbench.views.finetune import loss_figure
 
-UPLOAD_DIR = "uploads"
 REFRESH_S = 2.0
 
 sel = sidebar("generate", devices=False)
@@ -53,10 +51,7 @@ with st.container(border=True, key="ft_settings"):
         c2.caption("Plain text keeps its last tenth for evaluation; JSONL holds out every 10th record. Chat "
                    "messages are rendered with the base model's chat template.")
         if upload is not None:
-            folder = store.home / UPLOAD_DIR
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / Path(upload.name).name
-            atomic_write_bytes(target, upload.getvalue())  # a job's resume compares its sha256
+            target = keep_upload(store, upload.name, upload.getvalue())  # by content: a job's data never changes
             dataset_spec, dataset_name = str(target), upload.name
             new_id = c1.text_input("Keep it in the store as", value="", key="ft_keep_id",
                                    placeholder="an id, e.g. my-notes (optional)")

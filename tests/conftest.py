@@ -7,12 +7,14 @@ selects the quick tier whatever a file itself declares."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from workbench.testing import tiny_models
-from workbench.testing import ROOT  # noqa: F401
+from workbench.testing import ROOT
 from workbench.testing.stores import make_tiny_store  # noqa: F401
 
 TINY_KINDS = ("gpt2", "llama", "gemma3")
@@ -72,3 +74,21 @@ def real_store(tmp_path_factory):
     store = Store(home)
     store.install("smollm2-135m-instruct")
     return store
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """``pip wheel`` of this checkout (no dependencies, no build isolation): the .whl file."""
+    dist = tmp_path_factory.mktemp("wheel") / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(dist), str(ROOT)], check=True, timeout=300, capture_output=True)
+    return next(dist.glob("*.whl"))
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(built_wheel) -> Path:
+    """That wheel installed (without dependencies) into a folder outside the repo."""
+    target = built_wheel.parent.parent / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(built_wheel)],
+                   check=True, timeout=300, capture_output=True)
+    return target

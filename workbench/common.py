@@ -79,16 +79,29 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _default_mode() -> int:
+    """``0o666`` less this process's umask (read from /proc: ``os.umask`` can only be read by
+    setting it, which would race other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part:
     a temp file in the same folder, flushed and fsynced, one ``os.replace``, then the folder
-    fsynced. ``mode`` (e.g. ``0o600``) is set on the temp file before any byte is written."""
+    fsynced. ``mode`` (e.g. ``0o600`` for secrets) is set on the temp file before any byte is
+    written; by default the file gets what ``open`` would give it (``0o666`` less the umask), not
+    ``mkstemp``'s private ``0o600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
+        os.fchmod(fd, _default_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -111,9 +124,10 @@ def atomic_write_json(path: str | Path, obj, mode: int | None = None, indent: in
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False), mode)
 
 
-def pid_alive(pid: int, cmdline_has: Iterable[str] = ()) -> bool:
-    """True if process ``pid`` runs (not a zombie) and, when ``cmdline_has`` is given, its command
-    line contains every one of those strings (so a pid reused by another program reads as dead)."""
+def pid_alive(pid: int, cmdline_has: Iterable[str] = (), argv_has: Iterable[str] = ()) -> bool:
+    """True if process ``pid`` runs (not a zombie) and its command line contains every string of
+    ``cmdline_has`` (as substrings of the joined line) and every one of ``argv_has`` (as whole
+    arguments), so a pid reused by another program reads as dead."""
     if pid <= 0:
         return False
     try:
@@ -126,10 +140,11 @@ def pid_alive(pid: int, cmdline_has: Iterable[str] = ()) -> bool:
     try:
         if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
             return False
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
     except (OSError, IndexError):
         return True  # no /proc (not Linux): kill(0) is all we can know
-    return all(part in cmdline for part in cmdline_has)
+    cmdline = " ".join(argv)
+    return all(part in cmdline for part in cmdline_has) and all(arg in argv for arg in argv_has)
 
 
 def human_bytes(n: float) -> str:

@@ -8,25 +8,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import psutil
-import pytest
 
-from workbench.testing import ROOT
 from workbench.testing.browser import stop_app, wait_idle
-
-
-@pytest.fixture(scope="module")
-def wheel_site(tmp_path_factory) -> Path:
-    """The wheel built from this checkout, installed (without dependencies) into a folder."""
-    tmp = tmp_path_factory.mktemp("wheel-app")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp / "dist"), str(ROOT)], check=True, timeout=300, capture_output=True)
-    site = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                    str(next((tmp / "dist").glob("*.whl")))], check=True, timeout=300, capture_output=True)
-    return site
 
 
 def _free_port() -> int:
@@ -49,13 +34,13 @@ def _wait_healthy(proc: subprocess.Popen, url: str, within_s: float = 60) -> Non
     raise AssertionError(f"`workbench app` did not answer on {url} within {within_s:.0f} s")
 
 
-def test_workbench_app_from_an_installed_wheel_draws_its_first_page(wheel_site, browser_home, tmp_path, page):
+def test_workbench_app_from_an_installed_wheel_draws_its_first_page(installed_wheel, browser_home, tmp_path, page):
     cwd = tmp_path / "elsewhere"  # no app.py, pages/ or .streamlit/ here
     cwd.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(wheel_site), WORKBENCH_HOME=str(browser_home), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(installed_wheel), WORKBENCH_HOME=str(browser_home), HF_HUB_OFFLINE="1")
     where = subprocess.run([sys.executable, "-c", "import workbench; print(workbench.__file__)"],
                            cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert where.stdout.strip().startswith(str(wheel_site))
+    assert where.stdout.strip().startswith(str(installed_wheel))
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--port", str(port)], cwd=cwd, env=env,
@@ -64,7 +49,7 @@ def test_workbench_app_from_an_installed_wheel_draws_its_first_page(wheel_site, 
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(proc, url)
         command = psutil.Process(proc.pid).cmdline()  # the command's process became Streamlit's
-        assert str(wheel_site / "workbench" / "app" / "app.py") in command
+        assert str(installed_wheel / "workbench" / "app" / "app.py") in command
         assert "--browser.gatherUsageStats=false" in command and "--server.address=127.0.0.1" in command
         page.goto(url)
         wait_idle(page)

@@ -90,6 +90,8 @@ def cmd_jobs(args) -> int:
         for j in found:
             print(f"{j.job_id:<40} {j.status:<10} step {j.step}/{j.max_steps} (saved {j.saved_step})  "
                   f"{j.base} -> {j.out}" + (f"  {j.note or j.error}" if (j.note or j.error) else ""))
+        for folder in jobs.stray_folders(store):
+            print(f"not a job of this version (delete it by hand if you no longer need it): {folder}")
         return 0
     if not args.job:
         active = jobs.active_job(store)

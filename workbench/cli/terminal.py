@@ -38,10 +38,12 @@ class _OtherBarsQuiet:
         from huggingface_hub import utils as hub
 
         transformers = sys.modules.get("transformers.utils.logging")
-        if transformers is not None and (self.transformers_was_on or self.hub_was_on):
-            transformers.enable_progress_bar()  # also turns the hub's back on
+        if transformers is not None and self.transformers_was_on:
+            transformers.enable_progress_bar()  # sets the hub's on too: put the hub back below
         if self.hub_was_on:
             hub.enable_progress_bars()
+        else:
+            hub.disable_progress_bars()
 
 
 class TerminalProgress:

@@ -13,13 +13,12 @@ read as a tar archive: no build step, no code of the package ever runs.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import Progress, atomic_write_text, quiet
+from ..common import Progress, atomic_write_bytes, atomic_write_text, quiet
 from ..errors import DatasetFormatError, IntegrityError, SourceUnavailableError, WorkbenchError
 from ..store import Store
 from ..store.index import fetch_file
@@ -166,12 +165,8 @@ def remove_dataset(store: Store, name: str, forget: bool = False) -> bool:
     """Delete an installed dataset (and with ``forget`` a user's card). True if files went."""
     card = catalog(store).get(name)
     path = dataset_dir(store, card.id)
-    removed = False
     with store.lock(f"data-{card.id}"):
-        if path.exists():
-            with store.staging("rm") as trash:
-                os.replace(path, trash / "x")
-            removed = True
+        removed = store.discard_path(path)
     if forget and card.custom:
         (custom_cards_dir(store) / f"{card.id}.toml").unlink(missing_ok=True)
     return removed
@@ -212,3 +207,17 @@ def add_dataset(store: Store, dataset_id: str, path: str | Path, *, name: str | 
         card_path.unlink(missing_ok=True)
         raise
     return card
+
+
+def keep_upload(store: Store, name: str, data: bytes) -> Path:
+    """Keep an uploaded file under ``<store>/uploads/<sha256[:16]>/<name>`` and return its path.
+    Addressed by content and never overwritten: a job made on an upload keeps its exact bytes, so
+    uploading an edited file of the same name later makes a new path instead of changing the data
+    a stopped job would resume on."""
+    import hashlib
+
+    safe = Path(name).name or "upload.txt"
+    target = store.home / "uploads" / hashlib.sha256(data).hexdigest()[:16] / safe
+    if not target.is_file():
+        atomic_write_bytes(target, data)
+    return target

@@ -12,7 +12,7 @@ The merged folder ``<job>/merged`` is written through the store's one install pr
 way. The new card records the
 base model, the dataset id and sha256, the hyperparameters, the loss curve, perplexity before and
 after, and the date (``[finetune]`` in the card, ``ModelCard.extra["finetune"]``). Removing the
-model (``Store.forget``) removes only it: the base model and the job folder stay.
+model (``Store.discard``, `workbench store remove`) removes only it: the base model and the job folder stay.
 """
 from __future__ import annotations
 

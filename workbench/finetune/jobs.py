@@ -238,6 +238,14 @@ def list_jobs(store: Store) -> list[JobStatus]:
     return [status(store, p.name) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
 
 
+def stray_folders(store: Store) -> list[Path]:
+    """Folders under ``jobs/`` whose names are not job ids (made by an older version, or by hand):
+    never listed or touched as jobs; ``workbench jobs`` names them so they can be deleted by hand."""
+    if not store.jobs_dir.is_dir():
+        return []
+    return sorted(p for p in store.jobs_dir.iterdir() if p.is_dir() and not JOB_ID_PATTERN.fullmatch(p.name))
+
+
 def active_job(store: Store) -> JobStatus | None:
     return next((j for j in list_jobs(store) if j.active), None)
 
@@ -360,8 +368,7 @@ def delete_job(store: Store, job_id: str) -> None:
     folder = job_dir(store, job_id)
     if status(store, job_id).active:
         raise JobError(f"Job {job_id} is running; stop it first.")
-    with store.staging("rm") as trash:
-        os.replace(folder, trash / "job")  # gone at once; deleted when the block ends
+    store.discard_path(folder)  # gone at once, in one rename
 
 
 def comparison(store: Store, job_id: str) -> dict | None:

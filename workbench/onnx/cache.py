@@ -92,11 +92,6 @@ def export_dir(store: Store, model_id: str, variant: str = "fp32") -> Path:
     return store.export_root(card.id) / f"{_check_variant(variant)}-{versions_key(variant)}"
 
 
-def _model_fingerprint(store: Store, model_id: str) -> str:
-    """What is installed (``Store.fingerprint``): an export made from other weights is stale."""
-    return store.fingerprint(model_id)
-
-
 def check_export(directory: Path, full: bool = True) -> str:
     """'' if the export folder matches its manifest, else what is wrong. ``full`` re-hashes
     every file (remembered per process until a file changes)."""
@@ -155,7 +150,7 @@ def cached_export(store: Store, model_id: str, variant: str = "fp32", verify: bo
         return None
     try:
         manifest = json.loads((directory / EXPORT_MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("model_fingerprint") != _model_fingerprint(store, model_id):
+        if manifest.get("model_fingerprint") != store.fingerprint(model_id):
             return None  # the model was reinstalled with other weights
         return _load_export(directory)
     except (KeyError, json.JSONDecodeError, OSError):
@@ -248,7 +243,7 @@ def _build_into(store: Store, card, variant: str, source: OnnxExport | None, ins
     args = [
         sys.executable, "-m", "workbench.onnx.builder",
         "--model-dir", str(store.path(card.id)), "--out", str(out), "--variant", variant,
-        "--model-id", card.id, "--fingerprint", _model_fingerprint(store, card.id),
+        "--model-id", card.id, "--fingerprint", store.fingerprint(card.id),
         "--threads", str(threads or cpu_count()),
     ]
     if source is not None:

@@ -3,6 +3,7 @@
 a failure into an ``ExportError`` that says why and what to do."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -12,8 +13,10 @@ import time
 from pathlib import Path
 
 from ..common import Progress
-from ..errors import ExportError
+from ..errors import DiskSpaceError, ExportError
 from .spec import export_versions
+
+_DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 def run_child(args: list[str], staging: Path, progress: Progress, estimate: float, timeout_s: float | None) -> None:
     """Run the exporter child, relaying its progress lines and ticking through long phases."""
@@ -67,6 +70,11 @@ def run_child(args: list[str], staging: Path, progress: Progress, estimate: floa
         reason = next((l for l in reversed(tail) if l.strip() and not l.startswith(" ")), "no output")
         if child.returncode < 0:
             reason = f"the exporter process was killed (signal {-child.returncode}); low memory is the usual cause"
+        elif any(_DISK_FULL in line for line in tail):  # the child's OSError(ENOSPC), as its traceback says it
+            raise DiskSpaceError(
+                f"The disk under {staging.parent.parent} filled up while exporting to ONNX; nothing was kept. A real "
+                "model's export needs 0.5-1.7 GB: free space (`workbench store remove ID`) and export again."
+            )
         raise ExportError(
             f"Exporting to ONNX failed: {reason[:500]}. Nothing was kept. A real model needs about 1.2 GB of "
             "free RAM and 0.5-1.7 GB of disk; if those are fine, the architecture may not export with "

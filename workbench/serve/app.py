@@ -15,7 +15,6 @@ server's log formatter redacts keys from uvicorn's lines, see ``server``).
 """
 from __future__ import annotations
 
-import re
 import time
 
 from fastapi import FastAPI, Request
@@ -26,11 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import InvalidInputError, UnknownModelError, WorkbenchError
 from . import store_api
 from .errors import AuthError, BodyTooLargeError, QueueFullError, ServeError
+from .secrets import holds_secret
 from .keys import KeyStore
 from .metrics import CONTENT_TYPE, ServeMetrics
 
 MAX_BODY_BYTES = 1_000_000
-_KEY_IN_QUERY = re.compile(r"(?i)(^|[&;])(api[_-]?key|key|token|access_token)=|wb-")
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/api/generate")
 STORE_ROUTES = ("/v1/store/index", "/v1/store/entries", "/v1/store/blobs", "/v1/store/uploads")
 
@@ -80,7 +79,7 @@ class Guard:
                 if info is None:
                     query = scope.get("query_string", b"").decode("latin-1")
                     hint = (" Keys go in that header, never in the URL (URLs end up in logs and histories)."
-                            if _KEY_IN_QUERY.search(query) else "")
+                            if holds_secret("?" + query) else "")
                     err = AuthError(
                         "Missing or invalid API key. Send 'Authorization: Bearer <key>'; create a key "
                         f"with `workbench keys create NAME` or on the API page.{hint}"

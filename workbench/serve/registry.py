@@ -34,7 +34,7 @@ from ..errors import CardError, ModelNotInstalledError, UnknownModelError, Workb
 from ..runtime.loading import load_model
 from .batching import Batcher
 from .engine import make_engine
-from .errors import ModelNotServedError, ServerClosedError
+from .errors import ModelNotServedError, QueueFullError, ServerClosedError
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -65,6 +65,10 @@ class ModelRegistry:
         self._model_locks: dict[str, threading.Lock] = {}
         self._retiring: set[Batcher] = set()
         self._lock = threading.Lock()  # guards the dicts above; never held while loading
+        # requests waiting on a model's load each hold a server worker thread (the pool prompt
+        # preparation uses too): past this many, the next is told to retry instead of waiting
+        self.max_load_waiters = max(1, min(max_waiting, 16))
+        self._load_waiters = 0
         self._listing_lock = threading.Lock()
         self._listing: tuple[tuple, list[str]] | None = None  # (store signature, served ids)
         self._reported: set[str] = set()  # card problems already logged
@@ -147,25 +151,40 @@ class ModelRegistry:
             if self._usable(model_id, batcher, fingerprint):
                 return batcher
             model_lock = self._model_locks.setdefault(model_id, threading.Lock())
-        with model_lock:  # only requests for this model wait here
+            if model_lock.locked() and self._load_waiters >= self.max_load_waiters:
+                raise QueueFullError(
+                    f"{model_id} is still loading and {self._load_waiters} requests already wait for a "
+                    "model to load; retry after the Retry-After seconds (a first ONNX export can take minutes).",
+                    retry_after=5,
+                )
+            self._load_waiters += 1
+        try:
+            with model_lock:  # only requests for this model wait here
+                return self._load(model_id, fingerprint)
+        finally:
             with self._lock:
-                old = self.batchers.get(model_id)
-                if self._usable(model_id, old, fingerprint):
-                    return old  # another request loaded it meanwhile
-            if old is not None and old.dead:
-                log.warning("Rebuilding the batcher of %s, which died: %s", model_id, old.health())
-            model = load_model(model_id, store=self.store, device=self.device)
-            engine = make_engine(model, self.backend, store=self.store)
-            batcher = Batcher(model, engine, self.max_batch, self.max_waiting, self.metrics)
-            with self._lock:
-                old = self.batchers.get(model_id)
-                self.batchers[model_id], self._fingerprints[model_id] = batcher, fingerprint
-            if old is not None:
-                if old.dead:
-                    old.close()  # its requests were already answered with the reason (503)
-                else:
-                    self._retire(model_id, old)
-            return batcher
+                self._load_waiters -= 1
+
+    def _load(self, model_id: str, fingerprint: str) -> Batcher:
+        """Under the model's lock: the batcher of the installed build, made if needed."""
+        with self._lock:
+            old = self.batchers.get(model_id)
+            if self._usable(model_id, old, fingerprint):
+                return old  # another request loaded it meanwhile
+        if old is not None and old.dead:
+            log.warning("Rebuilding the batcher of %s, which died: %s", model_id, old.health())
+        model = load_model(model_id, store=self.store, device=self.device)
+        engine = make_engine(model, self.backend, store=self.store)
+        batcher = Batcher(model, engine, self.max_batch, self.max_waiting, self.metrics)
+        with self._lock:
+            old = self.batchers.get(model_id)
+            self.batchers[model_id], self._fingerprints[model_id] = batcher, fingerprint
+        if old is not None:
+            if old.dead:
+                old.close()  # its requests were already answered with the reason (503)
+            else:
+                self._retire(model_id, old)
+        return batcher
 
     def _usable(self, model_id: str, batcher: Batcher | None, fingerprint: str) -> bool:
         """A batcher serves the next request when it is of the installed build and not dead (a

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 import uvicorn
 
 from ..common import atomic_write_json, pid_alive
+from .secrets import REDACTED, redact  # noqa: F401  (REDACTED: re-exported for tests)
 from ..errors import WorkbenchError
 from .app import create_app
 from .keys import KeyStore
@@ -66,24 +66,9 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
-# --- secrets out of the logs ---------------------------------------------------------------------
+# --- secrets out of the logs (patterns in ``secrets``) -------------------------------------------
 
-REDACTED = "[redacted]"
-_SECRETS = (
-    (re.compile(r"wb-[A-Za-z0-9_\-]{6,}"), "wb-" + REDACTED),
-    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1" + REDACTED),
-    (re.compile(r"(?i)([?&;](?:api[_-]?key|key|x-api-key|(?:access_|id_|refresh_)?token|auth|authorization|"
-                r"secret|password|passwd)=)[^&\s\"'#]*"),
-     r"\1" + REDACTED),
-)
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
-
-
-def redact(text: str) -> str:
-    """``text`` with API keys, bearer tokens and key-like query values replaced by ``[redacted]``."""
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 class RedactingFormatter(logging.Formatter):
@@ -253,7 +238,7 @@ def read_state(home: str | Path, check_alive: bool = True) -> ServerState | None
 
 
 def _is_our_server(pid: int) -> bool:
-    return pid_alive(pid, cmdline_has=("workbench", "serve"))
+    return pid_alive(pid, cmdline_has=("workbench",), argv_has=("serve",))  # "serve" as an argument, not a substring
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:

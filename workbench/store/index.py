@@ -14,6 +14,7 @@ deleted and ``IntegrityError`` raised; nothing found anywhere is ``SourceUnavail
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -118,25 +119,33 @@ def project_files(page: bytes, content_type: str, base: str) -> dict[str, tuple[
     return found
 
 
+def _shown(url: str) -> str:
+    """``url`` as it may appear in a message or a log: without a ``user:token@`` part."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 def find_file(package: str, filename: str) -> list[str]:
     """URLs that serve ``filename`` of ``package``, in pip's order of locations."""
     indexes, find_links = pip_locations()
     urls, tried = [], []
     for index in indexes:
         page_url = _as_url(index).rstrip("/") + f"/{canonicalize_name(package)}/"
-        tried.append(page_url)
+        tried.append(_shown(page_url))
         try:
             files = project_files(*_read(page_url))
-        except (OSError, ValueError, urllib.error.URLError):
+        except (OSError, ValueError, http.client.HTTPException):
             continue
         if filename in files:
             urls.append(files[filename][0])
     for location in find_links:
         url = _as_url(location)
-        tried.append(url)
+        tried.append(_shown(url))
         try:
             files = project_files(*_read(url.rstrip("/") + "/" if not url.endswith(".html") else url))
-        except (OSError, ValueError, urllib.error.URLError):
+        except (OSError, ValueError, http.client.HTTPException):
             continue
         if filename in files:
             urls.append(files[filename][0])
@@ -173,14 +182,14 @@ def fetch_file(package: str, filename: str, sha256: str, dest: Path, progress: P
                     done += len(block)
                     if size_bytes:
                         progress(min(done / size_bytes, 1.0), f"downloading {filename}")
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        except (OSError, http.client.HTTPException) as err:  # URLError, a gone file:, a cut connection
             out.unlink(missing_ok=True)
-            errors.append(f"{url}: {err}")
+            errors.append(f"{_shown(url)}: {err}")
             continue
         if digest.hexdigest() != sha256:
             out.unlink(missing_ok=True)
             raise IntegrityError(
-                f"{filename} from {url}: sha256 is {digest.hexdigest()[:16]}..., the card pins {sha256[:16]}... "
+                f"{filename} from {_shown(url)}: sha256 is {digest.hexdigest()[:16]}..., the card pins {sha256[:16]}... "
                 "The download is damaged or the index serves other bytes under this name; nothing was read. "
                 "Install again; if it repeats, the pinned file is no longer what this index serves."
             )

@@ -256,6 +256,16 @@ class Store:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def discard_path(self, path: Path) -> bool:
+        """Take ``path`` (an entry, an export, a job folder) out of the store in one rename into
+        staging, then delete it there: readers see it whole or gone. False when it was not there.
+        The caller holds the lock of what it removes."""
+        if not os.path.lexists(path):
+            return False
+        with self.staging("rm") as trash:
+            os.replace(path, trash / "x")
+        return True
+
     def manifest(self, name: str) -> dict:
         """The installed entry's ``manifest.json`` (``IntegrityError`` if unreadable)."""
         return self._read_manifest(self.models_dir / self.card(name).id)
@@ -494,10 +504,7 @@ class Store:
         removed = False
         with self.lock(card.id):
             for path in (self.models_dir / card.id, self.exports_dir / card.id):
-                if path.exists():
-                    with self.staging("rm") as trash:
-                        os.replace(path, trash / "x")  # vanish atomically, then delete at leisure
-                    removed = True
+                removed = self.discard_path(path) or removed
         return removed
 
     # --- custom models ---------------------------------------------------------------------

@@ -63,3 +63,13 @@ def test_the_bar_writes_to_stderr_by_default(capsys, other_bars_on):
     bar(1.0, "finished")
     captured = capsys.readouterr()
     assert captured.out == "" and "finished: 100%|" in captured.err
+
+
+def test_each_librarys_own_setting_comes_back_as_it_was(other_bars_on):
+    tf_logging.disable_progress_bar()  # what workbench.runtime.loading does on import
+    hub.enable_progress_bars()  # while the hub's stay on
+    bar = TerminalProgress(io.StringIO())
+    bar(0.5, "half")
+    bar(1.0, "done")
+    assert not tf_logging.is_progress_bar_enabled()  # not turned on because the hub's were
+    assert not hub.are_progress_bars_disabled()

@@ -79,3 +79,16 @@ def test_cli_lists_datasets_as_json(isolated_home, capsys):
     listed = {d["id"]: d for d in json.loads(capsys.readouterr().out)}
     assert listed["shakespeare"]["status"] == "available" and listed["shakespeare"]["splits"]["eval"]
     assert [e.card.id for e in list_datasets(Store())] == list(listed)
+
+
+def test_an_upload_is_kept_by_content_and_never_overwritten(tmp_path):
+    from workbench.data.install import keep_upload
+    from workbench.store import Store
+
+    store = Store(tmp_path / "home")
+    first = keep_upload(store, "my notes.txt", b"first version\n")
+    again = keep_upload(store, "my notes.txt", b"first version\n")
+    edited = keep_upload(store, "../my notes.txt", b"edited version\n")
+    assert first == again and first.name == "my notes.txt"
+    assert edited != first and edited.parent.parent == first.parent.parent  # no path from the name
+    assert first.read_bytes() == b"first version\n"  # a job made on it resumes on the same bytes

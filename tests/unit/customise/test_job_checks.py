@@ -122,6 +122,7 @@ def test_path_like_job_ids_never_reach_the_filesystem(tiny_store, text_file):
     assert (decoy / "config.json").is_file() and (spaced / "config.json").is_file()  # nothing deleted
     assert not (decoy / "stop").exists() and jobs.read_state(decoy) == {"status": "stopped", "pid": 0}
     assert jobs.list_jobs(tiny_store) == []  # a folder that is not a job id is not listed
+    assert jobs.stray_folders(tiny_store) == [spaced]  # but named, so it can be deleted by hand
 
 
 def test_the_jobs_command_refuses_a_path_like_job_id(tiny_store, text_file, capsys):

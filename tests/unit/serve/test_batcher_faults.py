@@ -183,6 +183,14 @@ def test_a_thread_that_ends_answers_its_requests_and_later_ones_with_503(model):
         b.close()
 
 
+def _raises(fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except ModelUnavailableError as err:
+        return err
+    return None
+
+
 class Hanging:
     """A real engine whose ``step`` blocks until ``release`` is set (an engine call that hangs)."""
 
@@ -200,11 +208,15 @@ class Hanging:
 
 def test_a_stuck_batcher_answers_503_while_stuck_and_serves_once_it_returns(model):
     engine = Hanging(TorchBatchEngine(model))
-    b = Batcher(model, engine, stall_s=0.05)
+    b = Batcher(model, engine, stall_s=300.0)  # not stuck while the prefill runs, however slow the machine
     try:
-        with pytest.raises(ModelUnavailableError, match="is stuck"):  # the waiter gives up, no hang
-            b.run(_ids(model), PARAMS, poll_s=0.05)
-        assert engine.entered.is_set()
+        outcome = {}
+        waiter = threading.Thread(target=lambda: outcome.setdefault("err", _raises(b.run, _ids(model), PARAMS, poll_s=0.05)))
+        waiter.start()
+        assert engine.entered.wait(WAIT_S)  # the pass is inside the hanging step now
+        b.stall_s = 0.05
+        waiter.join(WAIT_S)
+        assert isinstance(outcome.get("err"), ModelUnavailableError) and "is stuck" in str(outcome["err"])  # no hang
         with pytest.raises(ModelUnavailableError, match="is stuck"):
             b.submit(_ids(model), PARAMS, lambda ev: None)
         assert not b.alive and not b.dead

@@ -6,6 +6,7 @@ import logging
 import shutil
 import threading
 
+import pytest
 import requests
 
 from workbench.serve import registry as registry_module
@@ -186,3 +187,38 @@ def test_a_dead_batcher_is_rebuilt_by_the_next_request(tiny_store):
         assert greedy(second, "Hello") == expected
     finally:
         reg.close()
+
+
+def test_requests_past_the_load_waiters_cap_are_told_to_retry(tiny_store, monkeypatch):
+    from workbench.serve.errors import QueueFullError
+
+    real_load = registry_module.load_model
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_load(model_id, **kw):
+        loading.set()
+        assert release.wait(WAIT)
+        return real_load(model_id, **kw)
+
+    monkeypatch.setattr(registry_module, "load_model", slow_load)
+    reg = ModelRegistry(tiny_store)
+    reg.max_load_waiters = 2  # the first request loads; one more may wait on it
+    threads = [threading.Thread(target=reg.get, args=("tiny-llama",), daemon=True) for _ in range(2)]
+    try:
+        threads[0].start()
+        assert loading.wait(WAIT)
+        threads[1].start()
+        for _ in range(WAIT * 100):  # until the second one waits on the load
+            if reg._load_waiters == 2:
+                break
+            threading.Event().wait(0.01)
+        assert reg._load_waiters == 2
+        with pytest.raises(QueueFullError, match="still loading") as err:
+            reg.get("tiny-llama")  # would hold a third worker thread: told to retry instead
+        assert err.value.retry_after > 0
+    finally:
+        release.set()
+        for t in threads:
+            t.join(WAIT)
+        reg.close()
+    assert reg._load_waiters == 0

@@ -95,11 +95,14 @@ def test_disk_full_while_committing_keeps_the_old_entry(isolated_home, tiny_mode
 def test_disk_full_while_exporting_is_a_disk_space_error(tiny_store, monkeypatch):
     from workbench.onnx import cache
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_run_child = cache.run_child
+    disk_full_child = [sys.executable, "-c", "import errno, os; raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), 'model.onnx.data')"]
+
+    def full(args, *rest, **kwargs):  # the real driver, over a child whose write fails as on a full disk
+        return real_run_child(disk_full_child, *rest, **kwargs)
 
     monkeypatch.setattr(cache, "run_child", full)
-    with pytest.raises(DiskSpaceError, match="exporting tiny-gpt2.*export again"):
+    with pytest.raises(DiskSpaceError, match="filled up while exporting.*export again"):
         cache.export_model(tiny_store, "tiny-gpt2", "fp32")
     assert not cache.export_dir(tiny_store, "tiny-gpt2", "fp32").exists()
     assert list(tiny_store.staging_dir.iterdir()) == []

@@ -127,3 +127,12 @@ def test_find_links_folders_are_searched_too(index, tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
     monkeypatch.setenv("PIP_FIND_LINKS", str(root / "files"))
     assert fetch_file(PACKAGE, FILENAME, sha, tmp_path / "out").is_file()
+
+
+def test_an_index_token_never_reaches_a_message(tmp_path, monkeypatch):
+    sha = "0" * 64
+    monkeypatch.setenv("PIP_INDEX_URL", "http://user:s3cret-token@127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "gone"))  # a folder that does not exist
+    with pytest.raises(SourceUnavailableError) as err:
+        fetch_file(PACKAGE, FILENAME, sha, tmp_path / "out")
+    assert "s3cret-token" not in str(err.value) and "***@127.0.0.1:9" in str(err.value)
