@@ -3,6 +3,7 @@ an installed wheel is complete on its own:
 
 - the model cards in models/ as workbench/store/cards/, the dataset cards in corpora/ as
   workbench/data/cards/ (`pip install .` gives a complete store catalog);
+- the built-in apps in apps/<id>/ (app.toml, knowledge/) as workbench/apps/builtin/<id>/;
 - the Streamlit app (app.py, pages/*.py, .streamlit/config.toml) as workbench/app/, which
   `workbench app` starts (app.py finds its pages relative to itself, so the layout is the repo's).
 
@@ -20,6 +21,7 @@ COPIED = (
     (("store", "cards"), [("models/*.toml", ".")]),
     (("data", "cards"), [("corpora/*.toml", ".")]),
     (("app",), [("app.py", "."), ("pages/*.py", "pages"), (".streamlit/config.toml", ".streamlit")]),
+    (("apps", "builtin"), [("apps/*/app.toml", "{app}"), ("apps/*/knowledge/*", "{app}/knowledge")]),
 )
 
 
@@ -33,8 +35,10 @@ class BuildPyWithCards(build_py):
             shutil.rmtree(folder, ignore_errors=True)
             for pattern, under in patterns:
                 for source in sorted(ROOT.glob(pattern)):
-                    (folder / under).mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(source, folder / under / source.name)
+                    app = source.relative_to(ROOT).parts[1] if pattern.startswith("apps/") else ""
+                    dest = folder / under.format(app=app)  # built-in apps keep apps/<id>/ as <id>/
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, dest / source.name)
 
 
 setup(cmdclass={"build_py": BuildPyWithCards})

@@ -16,7 +16,7 @@ from ..errors import WorkbenchError
 
 # Modules (relative to this package) that add sub-commands: each defines ``add_cli(subparsers)``.
 COMMANDS: tuple[str, ...] = (".store", ".generate", ".attention", ".interpret", ".onnx", ".datasets", ".evaluate",
-                             ".finetune", ".serve", ".app")
+                             ".finetune", ".serve", ".app", ".apps")
 
 
 def build_parser() -> argparse.ArgumentParser:
