@@ -1,4 +1,5 @@
-"""Store page: the catalog as cards; install with live progress, remove, verify; add your own."""
+"""Store page: the catalog as cards; install with live progress, remove, verify; add your own;
+remote stores: browse another workbench's catalog beside this one, pull and push entries."""
 import streamlit as st
 
 from pages._shared import forget_model, get_model, get_store, show_error, sidebar
@@ -8,6 +9,9 @@ from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
 from workbench.quality.results import measured_quality
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK, SOURCE_MISSING
+from workbench.store.remote import RemoteAuthError, RemoteScopeError, RemoteStore
+from workbench.store.remotes import add_remote, list_remotes, remove_remote
+from workbench.store import background as rv
 
 sidebar("generate", devices=False)
 store = get_store()
@@ -71,6 +75,167 @@ def show_architecture(model_id: str) -> None:
         return
     st.plotly_chart(architecture_diagram(arch), key=f"{key}_diagram")
     st.plotly_chart(parameter_treemap(arch), key=f"{key}_treemap")
+
+
+class RemoteKeys:
+    """Session-state keys of the remote stores section."""
+
+    pick = "wb_remote_pick"  # the name of the remote browsed
+    watched = "wb_remote_watched"  # keys of transfers seen running, to refresh the page once each ends
+
+
+REMOTE_BADGE = {rv.SAME: ":green-badge[here]", rv.OTHER: ":orange-badge[another version here]",
+                rv.ABSENT: ":gray-badge[not here]"}
+LOCAL_BADGE = {rv.SAME: ":green-badge[there too]", rv.OTHER: ":orange-badge[another version there]",
+               rv.ABSENT: ":gray-badge[not there]"}
+
+
+def _key(*parts: str) -> str:
+    return "_".join(parts).replace(".", "_")
+
+
+def show_transfers() -> None:
+    """Every pull and push of this store: live progress while it runs, then its result or error.
+    Reruns itself each second while one runs (``st.fragment``), and the whole page once one ends."""
+    watched = st.session_state.setdefault(RemoteKeys.watched, set())
+    ended = False
+    for job in rv.transfers(store):
+        tag = _key(job.direction, job.kind or "entry", job.item_id, str(job.started_at))
+        if not job.done:
+            watched.add(tag)
+            st.progress(job.fraction, text=f"{job.label}: {job.message}")
+            continue
+        ended |= tag in watched
+        watched.discard(tag)
+        left, right = st.columns([6, 1])
+        with left:
+            if job.error is None:
+                st.success(job.result)
+            elif isinstance(job.error, WorkbenchError):
+                show_error(job.error)
+            else:
+                st.error(f"{job.label} failed unexpectedly; please report it with the trace below.")
+                st.exception(job.error)
+        if right.button("Dismiss", key=f"dismiss_{tag}"):
+            rv.dismiss(job)
+            st.rerun()
+    if ended:
+        st.rerun()  # the whole page: catalogs and the model list now show the pulled entry
+
+
+def add_remote_form(remotes: list[dict]) -> None:
+    with st.expander("Add a remote store", expanded=not remotes), st.form("add_remote", border=False):
+        c1, c2 = st.columns([1, 2])
+        name = c1.text_input("Name", placeholder="class", key="remote_name")
+        url = c2.text_input("URL", placeholder="http://teacher:8000", key="remote_url")
+        key = st.text_input("Key", type="password", key="remote_key",
+                            help="made there with `workbench keys create NAME --scope pull,publish`; "
+                                 "saved in remotes.json under the store root, readable by you only")
+        if st.form_submit_button("Save remote", type="primary"):
+            try:
+                saved = add_remote(store, name.strip(), url.strip(), key.strip() or None)
+            except WorkbenchError as err:
+                show_error(err)
+                return
+            st.session_state[RemoteKeys.pick] = saved["name"]
+            st.success(f"Saved remote {saved['name']} ({saved['url']}, key {rv.mask_key(saved['key'])}).")
+
+
+def remote_catalog(remote: dict, theirs: list, mine: list) -> None:
+    st.markdown(f"##### At {remote['name']}")
+    force = st.checkbox("Replace local entries of the same id that came from elsewhere", key="pull_force",
+                        help="otherwise such a pull is refused and this store keeps its own")
+    rows = rv.compare(theirs, mine)
+    if not rows:
+        st.info("That store holds no entry yet.")
+    running = {(j.kind, j.item_id) for j in rv.transfers(store) if j.direction == "pull" and not j.done}
+    for row in rows:
+        with st.container(border=True):
+            left, right = st.columns([3, 1])
+            left.markdown(f"**{row.name}** {REMOTE_BADGE[row.status]}  \n"
+                          f"{row.kind} · `{row.id}` · {human_bytes(row.size_bytes)}")
+            label = {rv.SAME: "Pulled", rv.OTHER: "Pull again", rv.ABSENT: "Pull"}[row.status]
+            if right.button(label, key=_key("pull", row.kind, row.id), disabled=row.status == rv.SAME
+                            or (row.kind, row.id) in running, type="primary" if row.status == rv.ABSENT else "secondary"):
+                rv.start_pull(store, remote["url"], remote.get("key") or None, row.id, row.kind, force=force)
+                st.rerun()
+
+
+def local_catalog(remote: dict, mine: list, theirs: list | None) -> None:
+    st.markdown("##### In this store")
+    rows = rv.compare(mine, theirs or [])
+    if not rows:
+        st.info("This store holds no installed entry yet.")
+    for row in rows:
+        badge = LOCAL_BADGE[row.status] if theirs is not None else ""
+        st.markdown(f"**{row.name}** {badge}  \n{row.kind} · `{row.id}` · {human_bytes(row.size_bytes)}")
+    if not rows:
+        return
+    with st.form("push_entry", border=True):
+        choices = [(r.kind, r.id) for r in rows]
+        picked = st.selectbox("Push an entry", choices, format_func=lambda c: f"{c[1]} ({c[0]})", key="push_pick")
+        as_id = st.text_input("As new id (optional)", placeholder="my-tuned-v2", key="push_as",
+                              help="needed when that store already holds this id")
+        if st.form_submit_button(f"Push to {remote['name']}"):
+            try:
+                rv.start_push(store, remote["url"], remote.get("key") or None, picked[1], picked[0], as_id)
+            except WorkbenchError as err:
+                show_error(err)
+                return
+            st.rerun()
+
+
+def remote_section() -> None:
+    """Remote stores: save one (name, URL, key), browse its catalog beside this one, pull, push."""
+    st.divider()
+    st.subheader("Remote stores")
+    st.caption("Another workbench's store, served there with `workbench serve --store-only`. Pull its "
+               "entries here, push yours there; every file is checked against its sha256 and an entry "
+               "appears whole or not at all. Browsing and pulling need a key with the `pull` scope, "
+               "pushing one with `publish`.")
+    try:
+        remotes = list_remotes(store)
+    except WorkbenchError as err:  # a damaged remotes.json: the message says to delete it
+        show_error(err)
+        return
+    add_remote_form(remotes)
+    remotes = list_remotes(store)  # with the one just saved
+    running = any(not j.done for j in rv.transfers(store))
+    st.fragment(run_every=1.0 if running else None)(show_transfers)()
+    if not remotes:
+        st.info("No remote store saved yet: add one above.")
+        return
+    names = [r["name"] for r in remotes]
+    if st.session_state.get(RemoteKeys.pick) not in names:
+        st.session_state[RemoteKeys.pick] = names[0]
+    by_name = {r["name"]: r for r in remotes}
+    pick_col, remove_col = st.columns([5, 1], vertical_alignment="bottom")
+    name = pick_col.selectbox(
+        "Remote", names, key=RemoteKeys.pick,
+        format_func=lambda n: f"{n} · {by_name[n]['url']} · key {rv.mask_key(by_name[n].get('key'))}")
+    remote = by_name[name]
+    if remove_col.button("Remove", key="remove_remote", help="forget this remote and its key"):
+        remove_remote(store, name)
+        st.session_state.pop(RemoteKeys.pick, None)
+        st.rerun()
+    theirs = None
+    try:
+        theirs = RemoteStore(remote["url"], remote.get("key") or None, local=store, timeout=10).list()
+    except (RemoteAuthError, RemoteScopeError) as err:
+        show_error(err)
+        st.caption(f"On this page: add the remote again as **{name}** with the right key; it replaces the saved one.")
+    except WorkbenchError as err:
+        show_error(err)
+    mine = rv.local_entries(store)
+    left, right = st.columns(2)
+    with left:
+        if theirs is not None:
+            remote_catalog(remote, theirs, mine)
+        else:
+            st.markdown(f"##### At {name}")
+            st.caption("Its catalog shows here once it answers (see the message above).")
+    with right:
+        local_catalog(remote, mine, theirs)
 
 
 entries = store.list()
@@ -158,6 +323,9 @@ for entry in list_datasets(store):
                 st.rerun()
             except WorkbenchError as err:
                 show_error(err)
+
+with st.container(key="remote_stores"):
+    remote_section()
 
 st.divider()
 st.subheader("Add your own model")

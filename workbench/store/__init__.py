@@ -9,7 +9,8 @@
   verify, manifest last, fsync, one atomic rename, a reinstall included; disk full mapped).
 - ``index``: one pinned file fetched from the package index pip uses, sha256 checked, no code run.
 - ``remote`` / ``transfer`` / ``remotes``: another workbench's store (``Store(url=, api_key=)``
-  returns a ``RemoteStore``), pull and push of entries, saved remotes.
+  returns a ``RemoteStore``), pull and push of entries, saved remotes; ``background``: pulls and
+  pushes run in a thread for the Store page, found again after a reload, and the two catalogs compared.
 - ``store``: ``Store``, the one owner of the store folder's layout, locks and staging.
 
 Imports nothing from ``workbench.runtime`` (``Store.download_model`` calls the loader lazily), and
