@@ -4,6 +4,11 @@ Answers ``{"generated_text", "model", "finish_reason", "usage", "timing"}``. Opt
 ``max_new_tokens`` (or ``max_tokens``, default 64), ``temperature`` (default 0: greedy), ``top_p``,
 ``top_k``, ``seed``, ``stop``, ``chat`` (wrap ``text`` in the model's chat template). ``model`` may
 also come in the body. Form values are strings and are converted like JSON ones.
+
+``model`` may be an app's id: ``text`` is then the question, put to the app as a chat turn
+(``chat`` is ignored: the app's own prompt assembly decides), with the app's instructions,
+retrieved passages and generation settings (the fields given override them); the answer adds
+``citations`` (``[{file, heading, start, end, score, text}]``, best first).
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .bridge import AsyncRun
 from .errors import BadRequestError
-from .openai_api import get_batcher, usage
-from .prompting import chat_ids, check_budget, completion_ids
+from .openai_api import resolve, usage
+from .prompting import app_turn, chat_ids, check_budget, completion_ids
 from .schemas import GenerateRequest
 
 router = APIRouter()
@@ -56,24 +61,33 @@ async def generate(request: Request, model: str | None = None) -> dict:
         body = GenerateRequest.model_validate(fields)
     except ValidationError as err:
         raise BadRequestError(_explain(err)) from None
-    batcher = await get_batcher(request, name)
+    batcher, app_id = await resolve(request, name)
     m = batcher.model
-    if body.chat:  # tokenizing and templating run in a worker thread, off the event loop
-        ids = await run_in_threadpool(chat_ids, m, [{"role": "user", "content": body.text}])
+    extra = {}
+    if app_id is not None:  # retrieval, prompt assembly and tokenizing: in a worker thread too
+        overrides = body.overrides()
+        turn = await run_in_threadpool(app_turn, request.app.state.registry.store, app_id, m,
+                                       [{"role": "user", "content": body.text}], overrides)
+        ids, params = turn.ids, body.app_params(turn.prepared.settings)
+        extra["citations"] = [c.to_json() for c in turn.prepared.citations]
     else:
-        ids = await run_in_threadpool(completion_ids, m, body.text)
-    params = body.to_params(room=m.context_length - len(ids))
+        if body.chat:  # tokenizing and templating run in a worker thread, off the event loop
+            ids = await run_in_threadpool(chat_ids, m, [{"role": "user", "content": body.text}])
+        else:
+            ids = await run_in_threadpool(completion_ids, m, body.text)
+        params = body.to_params(room=m.context_length - len(ids))
     check_budget(m, len(ids), params.max_tokens)
     _, done = await AsyncRun(batcher, ids, params).collect(request)
     return {
         "generated_text": done.text,
-        "model": batcher.model_id,
+        "model": app_id or batcher.model_id,
         "finish_reason": done.finish_reason,
         "usage": usage(done),
         "timing": {
             "queue_ms": done.queue_ms, "ttft_ms": done.ttft_ms, "total_ms": done.total_ms,
             "tokens_per_s": done.tokens_per_s,
         },
+        **extra,
     }
 
 

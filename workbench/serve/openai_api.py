@@ -7,12 +7,21 @@ Prompts are tokenized and templated in a worker thread, off the event loop.
 ``logprobs`` (completions: an int) and ``logprobs``/``top_logprobs`` (chat) come from the model's
 own distribution at each step (softmax of the raw logits), whatever temperature drew the token.
 An error after streaming started is sent as one ``data: {"error": ...}`` event before ``[DONE]``.
+
+Apps are models here (``GET /v1/models`` lists them with ``"kind": "app"`` and their
+``base_model``). A request naming an app runs on its base model's batcher with the app's
+instructions, examples, generation settings (the request's values override them) and the
+passages retrieved for the last user message (completions: the prompt is the question); the
+answer has ``citations`` (``[{file, heading, start, end, score, text}]``, best first) as an extra
+top-level field, in a stream on the chunk with ``finish_reason``. Retrieval and prompt assembly
+run in a worker thread too.
 """
 from __future__ import annotations
 
 import json
 import secrets
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -21,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import WorkbenchError
 from .batching import DoneEvent, TokenEvent
 from .bridge import AsyncRun
-from .prompting import chat_ids, check_budget, completion_ids
+from .prompting import app_turn, chat_ids, check_budget, completion_ids
 from .schemas import ChatRequest, CompletionRequest
 
 router = APIRouter()
@@ -49,23 +58,58 @@ def _finish(reason: str) -> str:
 async def list_models(request: Request) -> dict:
     registry = request.app.state.registry
     created = int(request.app.state.started)
+    models, apps = await run_in_threadpool(lambda: (registry.ids(), registry.apps()))  # apps' cards are read
+    owner = "gpt-store-workbench"
     return {"object": "list", "data": [
-        {"id": i, "object": "model", "created": created, "owned_by": "gpt-store-workbench"}
-        for i in registry.ids()
+        *({"id": i, "object": "model", "created": created, "owned_by": owner, "kind": "model"} for i in models),
+        *({"id": i, "object": "model", "created": created, "owned_by": owner, "kind": "app", "base_model": base}
+          for i, base in sorted(apps.items())),
     ]}
 
 
-async def get_batcher(request: Request, name: str):
-    """The model's batcher; a first use loads the model in a worker thread, off the event loop."""
-    return await run_in_threadpool(request.app.state.registry.get, name)
+async def resolve(request: Request, name: str):
+    """``(batcher, app_id)``: the batcher of model ``name`` (app_id None) or of app ``name``'s base;
+    a first use loads the model in a worker thread, off the event loop."""
+    registry = request.app.state.registry
+
+    def look_up():
+        batcher = registry.get(name)
+        return batcher, (name if registry.app_base(name) is not None else None)
+
+    return await run_in_threadpool(look_up)
 
 
-async def _prepare(request: Request, body, ids_of):
-    batcher = await get_batcher(request, body.model)
-    ids = await run_in_threadpool(ids_of, batcher.model)  # up to 200,000 characters: not on the loop
-    params = body.to_params(room=batcher.model.context_length - len(ids))
+@dataclass
+class Turn:
+    """A request made ready for its batcher; ``citations`` is None unless the request named an app."""
+
+    batcher: object
+    ids: list[int]
+    params: object
+    model: str
+    citations: list[dict] | None = None
+
+    @property
+    def extra(self) -> dict:
+        return {} if self.citations is None else {"citations": self.citations}
+
+
+async def prepare_turn(request: Request, body, ids_of, messages_of) -> Turn:
+    """Resolve ``body.model`` and build the prompt ids in a worker thread: ``ids_of(model)`` for a
+    model, the app's own turn (``prompting.app_turn`` on ``messages_of()``) for an app."""
+    batcher, app_id = await resolve(request, body.model)
+    if app_id is None:
+        ids = await run_in_threadpool(ids_of, batcher.model)  # up to 200,000 characters: not on the loop
+        params = body.to_params(room=batcher.model.context_length - len(ids))
+        citations = None
+    else:
+        overrides, logprobs = body.overrides(), body.logprobs_k()
+        turn = await run_in_threadpool(app_turn, request.app.state.registry.store, app_id, batcher.model,
+                                       messages_of(), overrides)
+        ids, params = turn.ids, body.app_params(turn.prepared.settings, logprobs)
+        citations = [c.to_json() for c in turn.prepared.citations]
     check_budget(batcher.model, len(ids), params.max_tokens)
-    return batcher, ids, params
+    return Turn(batcher, ids, params, app_id or batcher.model_id, citations)
 
 
 def _sse(payload: dict | str) -> str:
@@ -105,9 +149,11 @@ def _completion_logprobs(tokens: list[TokenEvent], decode) -> dict:
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
-    batcher, ids, params = await _prepare(request, body, lambda m: completion_ids(m, body.prompt_text()))
+    turn = await prepare_turn(request, body, lambda m: completion_ids(m, body.prompt_text()),
+                              lambda: [{"role": "user", "content": body.prompt_text()}])
+    batcher, ids, params = turn.batcher, turn.ids, turn.params
     run = AsyncRun(batcher, ids, params)
-    rid, created, model = f"cmpl-{secrets.token_hex(12)}", int(time.time()), batcher.model_id
+    rid, created, model = f"cmpl-{secrets.token_hex(12)}", int(time.time()), turn.model
     decode = lambda i: batcher.tokenizer.decode([i])
 
     def choice(text: str, logprobs, finish):
@@ -126,13 +172,13 @@ async def completions(body: CompletionRequest, request: Request):
 
         include = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(run, chunk, lambda d: envelope([choice(d.tail, None, _finish(d.finish_reason))]), include,
-                    lambda d: envelope([], usage=usage(d))),
+            _stream(run, chunk, lambda d: envelope([choice(d.tail, None, _finish(d.finish_reason))], **turn.extra),
+                    include, lambda d: envelope([], usage=usage(d))),
             media_type="text/event-stream",
         )
     tokens, done = await run.collect(request)
     lp = _completion_logprobs(tokens, decode) if params.logprobs is not None else None
-    return envelope([choice(done.text, lp, _finish(done.finish_reason))], usage=usage(done))
+    return envelope([choice(done.text, lp, _finish(done.finish_reason))], usage=usage(done), **turn.extra)
 
 
 # --- chat ---------------------------------------------------------------------------------------
@@ -150,9 +196,10 @@ def _chat_logprobs(tokens: list[TokenEvent], decode) -> dict:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
     messages = [m.as_dict() for m in body.messages]
-    batcher, ids, params = await _prepare(request, body, lambda m: chat_ids(m, messages))
+    turn = await prepare_turn(request, body, lambda m: chat_ids(m, messages), lambda: messages)
+    batcher, ids, params = turn.batcher, turn.ids, turn.params
     run = AsyncRun(batcher, ids, params)
-    rid, created, model = f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), batcher.model_id
+    rid, created, model = f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), turn.model
     decode = lambda i: batcher.tokenizer.decode([i])
 
     def envelope(choices: list, obj: str, **extra) -> dict:
@@ -176,7 +223,7 @@ async def chat_completions(body: ChatRequest, request: Request):
             if first[0]:
                 delta = {"role": "assistant", "content": done.tail}
             return envelope([{"index": 0, "delta": delta, "logprobs": None,
-                              "finish_reason": _finish(done.finish_reason)}], "chat.completion.chunk")
+                              "finish_reason": _finish(done.finish_reason)}], "chat.completion.chunk", **turn.extra)
 
         include = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
@@ -188,4 +235,4 @@ async def chat_completions(body: ChatRequest, request: Request):
     return envelope([{
         "index": 0, "message": {"role": "assistant", "content": done.text}, "logprobs": lp,
         "finish_reason": _finish(done.finish_reason),
-    }], "chat.completion", usage=usage(done))
+    }], "chat.completion", usage=usage(done), **turn.extra)

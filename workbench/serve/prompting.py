@@ -3,8 +3,15 @@
 Completions tokenize the text as ``workbench generate`` does (the tokenizer's special tokens
 added); chats go through the model's own chat template with the assistant turn opened. Both check
 that prompt + ``max_tokens`` fit the model's context, with the numbers in the message.
+
+For an app, ``app_turn`` hands the request's messages to the app (``App.prepare``: its
+instructions, examples, the passages retrieved for the last user message, all within the base
+model's context) and returns the ``Prepared`` turn with the token ids of its exact prompt. It
+reads files (the app's card and index) and tokenizes: call it off the event loop.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from jinja2 import TemplateError
 
@@ -38,6 +45,40 @@ def chat_ids(model, messages: list[dict]) -> list[int]:
             "(system, user, assistant) and their order."
         ) from None
     return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class AppTurn:
+    """One request to an app: ``prepared`` (``workbench.apps.Prepared``: messages, the exact
+    prompt, settings after the request's overrides, citations, notes) and ``ids`` (that prompt's
+    token ids, tokenized as ``App.prepare`` counted them)."""
+
+    prepared: object
+    ids: list[int]
+
+
+def app_turn(store, app_id: str, model, messages: list[dict], overrides: dict) -> AppTurn:
+    """Prepare ``messages`` (role/content; the last one the user's question) for app ``app_id``
+    on its loaded base ``model``. The request's system messages follow the app's instructions;
+    the turns before the question are the history. 400 when there is no question to answer."""
+    from ..apps.app import open_app  # the apps package sits above the store and the runtime
+
+    for m in messages:
+        _check_text(m.get("content") or "", "message content", allow_empty=True)
+    system = "\n\n".join(m["content"].strip() for m in messages if m["role"] == "system" and m["content"].strip())
+    turns = [m for m in messages if m["role"] != "system"]
+    if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+        raise BadRequestError(
+            f"App {app_id} answers the last message, which must be the user's and not empty: end the "
+            "messages with {'role': 'user', 'content': 'your question'}."
+        )
+    app = open_app(store, app_id, model=model)
+    if system:
+        instructions = "\n\n".join(x for x in (app.card.instructions.strip(), system) if x)
+        app.card = app.card.with_changes(instructions=instructions)
+    prepared = app.prepare(turns[-1]["content"], turns[:-1], **overrides)
+    ids = model.tokenizer(prepared.prompt, add_special_tokens=not prepared.chat)["input_ids"]
+    return AppTurn(prepared, list(ids))
 
 
 def check_budget(model, prompt_tokens: int, max_tokens: int) -> None:

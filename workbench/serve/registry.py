@@ -22,6 +22,16 @@ Contract:
 - A model removed from the store while served is dropped (its in-flight requests end with an
   error) and answered with a 404 that says how to reinstall it; after a reinstall the next
   request loads it again.
+
+Apps (``workbench.apps``) are served beside the models, under the same name space:
+- ``app_ids()`` lists the apps whose base model is served here (with fixed ``ids``: one of them;
+  else any installed model that can generate). An app whose base is missing, not installed or
+  not served is left out of the listing; a request for it gets a 404 saying what to do. An app
+  whose id is also a model's is left out too (the model keeps the name; logged once).
+- ``get(app_id)`` is the base model's ``Batcher``: apps on one base share its batcher (one load,
+  one batch) with the base model itself. ``app_base(name)`` tells the routes a name is an app.
+- The app listing is cached like the model listing, under the model signature plus the stat of
+  ``apps/``, each app's ``manifest.json`` and ``app.toml`` (built-in apps ship in the package).
 """
 from __future__ import annotations
 
@@ -72,6 +82,7 @@ class ModelRegistry:
         self._listing_lock = threading.Lock()
         self._listing: tuple[tuple, list[str]] | None = None  # (store signature, served ids)
         self._reported: set[str] = set()  # card problems already logged
+        self._apps: tuple[tuple, dict[str, str], dict[str, str]] | None = None  # (signature, served, unserved)
 
     # --- which models ---------------------------------------------------------------------------
 
@@ -114,10 +125,78 @@ class ModelRegistry:
                     served.append(card.id)
         return served
 
-    def _report(self, problem: str) -> None:
+    # --- which apps -----------------------------------------------------------------------------
+
+    def app_ids(self) -> list[str]:
+        """The served app ids, sorted (see the module docstring for which apps are served)."""
+        return sorted(self._app_listing()[0])
+
+    def apps(self) -> dict[str, str]:
+        """``{served app id: its base model id}``."""
+        return dict(self._app_listing()[0])
+
+    def app_base(self, name: str | None) -> str | None:
+        """The base model id of the served app ``name``; None when ``name`` is a model's id or no
+        served app's."""
+        if not name or self._model_id(name) is not None:
+            return None
+        return self._app_listing()[0].get(name)
+
+    def _app_listing(self) -> tuple[dict[str, str], dict[str, str]]:
+        """``({served app id: base model id}, {unserved app id: why})``, cached by signature."""
+        models = self.ids()
+        signature = (self._signature(), tuple(models), self._apps_signature())
+        with self._listing_lock:
+            if self._apps is None or self._apps[0] != signature:
+                self._apps = (signature, *self._read_apps(models))
+            return self._apps[1], self._apps[2]
+
+    def _apps_signature(self) -> tuple:
+        root = self.store.home / "apps"
+        parts = [_stat_key(root)]
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return tuple(parts)
+        for n in names:
+            parts += [_stat_key(root / n / MANIFEST), _stat_key(root / n / "app.toml")]
+        return tuple(parts)
+
+    def _read_apps(self, models: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+        # the apps package sits above the store: imported when apps are first listed
+        from ..apps.catalog import list_apps
+
+        problems: list = []
+        served, unserved = {}, {}
+        for entry in list_apps(self.store, problems):
+            card = entry.card
+            if self._model_id(card.id) is not None:
+                self._report(f"the app {card.id} has a model's id; the model is served under it. Give the app "
+                             f"another id: `workbench apps export {card.id} --out F.gptapp`, `workbench apps "
+                             f"remove {card.id}`, `workbench apps import F.gptapp --as NEW_ID`.", "an app")
+                continue
+            base = self._model_id(card.base_model) or card.base_model
+            if entry.problem:
+                unserved[card.id] = f"App '{card.id}' {entry.problem}"
+            elif base not in models:
+                unserved[card.id] = (f"App '{card.id}' runs on {base}, which this server does not serve; start "
+                                     f"the server with it (`workbench serve {base}`).")
+            else:
+                served[card.id] = base
+        for path, message in problems:
+            self._report(f"{path}: {message}", "an app")
+        return served, unserved
+
+    def _model_id(self, name: str) -> str | None:
+        try:
+            return self.store.card(name).id
+        except UnknownModelError:
+            return None
+
+    def _report(self, problem: str, what: str = "a model card") -> None:
         if problem not in self._reported:
             self._reported.add(problem)
-            log.warning("Skipping a model card the server cannot read: %s", problem)
+            log.warning("Skipping %s the server cannot serve: %s", what, problem)
 
     def preload(self) -> None:
         for model_id in self.ids():
@@ -126,16 +205,20 @@ class ModelRegistry:
     # --- batchers -------------------------------------------------------------------------------
 
     def get(self, name: str) -> Batcher:
+        """The batcher of model ``name``, or of the base model of app ``name``."""
         ids = self.ids()
-        try:
-            model_id = self.store.card(name).id if name else None
-        except UnknownModelError:
-            model_id = None
+        model_id = self._model_id(name) if name else None
         if model_id not in ids and model_id not in self.batchers:
-            raise ModelNotServedError(
-                f"Model {name!r} is not served here. Served models: {', '.join(ids) or 'none'} "
-                "(GET /v1/models lists them)."
-            )
+            served, unserved = self._app_listing() if name else ({}, {})
+            if name in served:
+                model_id = served[name]
+            elif name in unserved:
+                raise ModelNotServedError(unserved[name])
+            else:
+                raise ModelNotServedError(
+                    f"Model {name!r} is not served here. Served models: {', '.join(ids) or 'none'}; apps: "
+                    f"{', '.join(sorted(served)) or 'none'} (GET /v1/models lists them)."
+                )
         try:
             fingerprint = self.store.fingerprint(model_id) if self.store.is_installed(model_id) else None
         except ModelNotInstalledError:

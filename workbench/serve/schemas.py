@@ -4,6 +4,10 @@ Types are checked by pydantic (422 with the field named); values by ``to_params`
 fix). OpenAI semantics: ``temperature`` defaults to 1 (sampling), 0 means greedy; ``n`` must be 1;
 ``seed`` makes sampling repeatable. ``/api/generate`` defaults to greedy and 64 new tokens, so the
 same text always gets the same answer. Unknown fields are ignored, as OpenAI clients send extras.
+
+For an app, the defaults are the app card's ``[generation]``: ``overrides()`` gives only the
+values the request sets (checked the same way), and ``app_params(settings)`` turns the app's
+settings after those overrides into ``SamplingParams``.
 """
 from __future__ import annotations
 
@@ -31,10 +35,40 @@ class _Body(BaseModel):
     seed: int | None = None
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past end-of-sequence
 
-    def params(self, default_max: int, default_temperature: float, logprobs: int | None,
-               room: int | None = None) -> SamplingParams:
-        """The request's ``SamplingParams``; without ``max_tokens``, ``default_max`` capped to
-        ``room`` (what the context has left after the prompt)."""
+    def _max_tokens(self) -> int | None:
+        """``max_tokens`` or the route's other name for it."""
+        return self.max_tokens
+
+    def logprobs_k(self) -> int | None:
+        """How many alternatives to report per token (None: no logprobs)."""
+        return None
+
+    def _stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def overrides(self) -> dict:
+        """The app settings this request sets (``temperature``, ``top_p``, ``top_k``,
+        ``max_new_tokens``, ``stop``, ``seed``): only those it gives, each checked as in
+        ``params``. An empty ``stop`` list sets nothing (the app's stop strings stay)."""
+        self._check(None, 0.0)
+        max_tokens = self._max_tokens()
+        if max_tokens is not None and max_tokens < 1:
+            raise BadRequestError(f"max_tokens is {max_tokens!r}: ask for at least 1 new token.")
+        given = {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                 "max_new_tokens": max_tokens, "stop": self._stops() or None, "seed": self.seed}
+        return {k: v for k, v in given.items() if v is not None}
+
+    def app_params(self, settings: dict, logprobs: int | None = None) -> SamplingParams:
+        """``SamplingParams`` from an app's settings (``App.settings``: the card's values with
+        ``overrides()`` applied), with the request's ``logprobs`` and ``ignore_eos``."""
+        return SamplingParams(
+            max_tokens=int(settings["max_new_tokens"]), temperature=float(settings["temperature"]),
+            top_p=float(settings["top_p"]), top_k=int(settings["top_k"]), seed=settings.get("seed"),
+            stop=tuple(settings["stop"]), logprobs=logprobs, ignore_eos=self.ignore_eos,
+        )
+
+    def _check(self, logprobs: int | None, default_temperature: float) -> None:
+        """400 with the fix for a value out of range (types are pydantic's)."""
         if self.n != 1:
             raise BadRequestError(f"n is {self.n}: this server returns one choice per request; send n=1 "
                                   "and repeat the request for more.")
@@ -44,16 +78,25 @@ class _Body(BaseModel):
         top_p = 1.0 if self.top_p is None else self.top_p
         if not 0 < top_p <= 1:
             raise BadRequestError(f"top_p is {top_p}: use a value in (0, 1].")
-        top_k = self.top_k or 0
-        if top_k < 0:
-            raise BadRequestError(f"top_k is {top_k}: use 0 (off) or a positive number.")
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if (self.top_k or 0) < 0:
+            raise BadRequestError(f"top_k is {self.top_k}: use 0 (off) or a positive number.")
+        stops = self._stops()
         if len(stops) > MAX_STOPS or any(not s for s in stops):
             raise BadRequestError(f"stop takes up to {MAX_STOPS} non-empty strings.")
         if logprobs is not None and not 0 <= logprobs <= MAX_LOGPROBS:
             raise BadRequestError(f"logprobs is {logprobs}: ask for 0 to {MAX_LOGPROBS} alternatives.")
         if self.seed is not None and not -(2**63) <= self.seed < 2**63:
             raise BadRequestError("seed must fit in 64 bits.")
+
+    def params(self, default_max: int, default_temperature: float, logprobs: int | None,
+               room: int | None = None) -> SamplingParams:
+        """The request's ``SamplingParams``; without ``max_tokens``, ``default_max`` capped to
+        ``room`` (what the context has left after the prompt)."""
+        self._check(logprobs, default_temperature)
+        temperature = default_temperature if self.temperature is None else self.temperature
+        top_p = 1.0 if self.top_p is None else self.top_p
+        top_k = self.top_k or 0
+        stops = self._stops()
         return SamplingParams(
             max_tokens=(min(default_max, max(room, 1)) if room is not None else default_max)
             if self.max_tokens is None else self.max_tokens,
@@ -85,6 +128,9 @@ class CompletionRequest(_Body):
     def to_params(self, room: int | None = None) -> SamplingParams:
         return self.params(16, 1.0, self.logprobs, room)
 
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -111,12 +157,17 @@ class ChatRequest(_Body):
     top_logprobs: int | None = None
     stream_options: StreamOptions | None = None
 
-    def to_params(self, room: int | None = None) -> SamplingParams:
-        if self.max_tokens is None and self.max_completion_tokens is not None:
-            self.max_tokens = self.max_completion_tokens
+    def _max_tokens(self) -> int | None:
+        return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
+
+    def logprobs_k(self) -> int | None:
         if self.top_logprobs is not None and not self.logprobs:
             raise BadRequestError("top_logprobs needs logprobs=true.")
-        return self.params(256, 1.0, (self.top_logprobs or 0) if self.logprobs else None, room)
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def to_params(self, room: int | None = None) -> SamplingParams:
+        self.max_tokens = self._max_tokens()
+        return self.params(256, 1.0, self.logprobs_k(), room)
 
 
 class GenerateRequest(_Body):
@@ -126,7 +177,9 @@ class GenerateRequest(_Body):
     max_new_tokens: int | None = None
     chat: bool = False
 
+    def _max_tokens(self) -> int | None:
+        return self.max_tokens if self.max_tokens is not None else self.max_new_tokens
+
     def to_params(self, room: int | None = None) -> SamplingParams:
-        if self.max_tokens is None:
-            self.max_tokens = self.max_new_tokens
+        self.max_tokens = self._max_tokens()
         return self.params(64, 0.0, None, room)

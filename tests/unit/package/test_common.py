@@ -5,6 +5,8 @@ import os
 import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from workbench.common import atomic_write_bytes, atomic_write_json, atomic_write_text, pid_alive
 
@@ -29,6 +31,8 @@ def test_a_secret_keeps_its_own_mode_and_no_temp_file_is_left(tmp_path):
 
 def test_pid_alive_tells_a_command_line_apart():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "serve"])
+    while b"time.sleep" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():  # until it has exec'd
+        time.sleep(0.01)
     try:
         assert pid_alive(proc.pid)
         assert pid_alive(proc.pid, argv_has=("serve",))

@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from workbench.serve.server import _is_our_server
 
 
 def _sleeper(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", *argv])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", *argv])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    for _ in range(1000):  # until it has exec'd (before that it shows the parent's command line)
+        if b"time.sleep(30)" in cmdline.read_bytes():
+            return proc
+        time.sleep(0.01)
+    raise AssertionError("the child never started")
 
 
 def test_the_streamlit_app_is_not_taken_for_the_server():
