@@ -7,7 +7,13 @@ Every backend is timed by ``workbench.latency.harness`` (the backends take turns
 with the memory read ceiling measured in the same run and thread count, parity against torch
 (max |Δlogits| against the measured fp32 noise floor, greedy tokens equal) and held-out
 perplexity plus mean KL divergence against torch fp32 on ``--dataset``. ``llamacpp`` runs the
-same GGUF file with the same threads (skipped, and said so, when llama-cpp-python is missing).
+same GGUF file with the same threads (skipped, and said so, when llama-cpp-python is missing),
+in a child process of its own, like every native backend (``runtime.backends.isolated``): when
+one crashes (llama.cpp built natively segfaulted on an AMX CPU), its failure and signal are
+printed after the table and in the JSON, and every other backend's results are printed as usual.
+
+Exit status: 0 when every backend ran; 3 when a backend failed (while loading or timed: its
+process died, or it could not be made), after printing everything the others measured.
 
 Then the targets of the quantized variants, each a ratio from this run:
 
@@ -16,8 +22,9 @@ Then the targets of the quantized variants, each a ratio from this run:
 - q4a8: decode at least 1.3x faster than llama.cpp.
 - prefill of 128 tokens at least 2x faster than llama.cpp's (q4 and q4a8).
 
-The last line is JSON: the result (``BenchResult.to_json()`` without raw samples) plus
-``targets``.
+The last line is JSON: the result (``BenchResult.to_json()`` without raw samples, with
+``failures`` and ``machine``) plus ``targets``. A target against a backend that failed is
+reported as not met, with the failure as its value.
 """
 from __future__ import annotations
 
@@ -28,16 +35,19 @@ import sys
 
 from workbench.cli.onnx import format_table
 from workbench.data.loading import load_dataset
+from workbench.errors import WorkbenchError
 from workbench.latency.harness import run_benchmark
 from workbench.latency.results import BenchConfig
 from workbench.latency.speeds import record_speeds
-from workbench.runtime.backends import LLAMACPP, llamacpp_installed, make_backend
+from workbench.runtime.backends import LLAMACPP, llamacpp_installed
 from workbench.runtime.backends.hints import INSTALL_HINT
+from workbench.runtime.backends.isolated import BackendCrashedError, make_any_backend
 from workbench.runtime.devices import set_threads
 from workbench.runtime.loading import load_model
 from workbench.store import Store
 
 DEFAULT = "torch,onnxruntime-fused,onnxruntime-int8,onnxruntime-q4,onnxruntime-q4a8,llamacpp"
+BACKEND_FAILED = 3  # exit status when a backend failed (everything else was printed)
 
 
 def targets(result) -> list[dict]:
@@ -70,9 +80,36 @@ def targets(result) -> list[dict]:
                 ratio = llama.prefill[n].p50 / r.prefill[n].p50
                 out.append({"name": f"{r.backend} prefill {n} speed / llama.cpp's", "value": round(ratio, 3),
                             "goal": "≥ 2", "met": ratio >= 2})
+    for name, failure in result.failures.items():
+        if name == LLAMACPP or name in ("onnxruntime-q4", "onnxruntime-q4a8"):
+            out.append({"name": f"{name} ran", "value": f"failed: {failure.get('signal') or failure.get('error')}",
+                        "goal": "targets against it measured", "met": False})
     for row in out:
         print(f"{'MET ' if row['met'] else 'MISS'} {row['name']}: {row['value']} (goal {row['goal']})")
     return out
+
+
+def make_backends(model, names, store, threads, progress):
+    """Each backend made, or its failure recorded (``{name: failure}``): one that cannot be made
+    or whose process dies while loading does not stop the run."""
+    ready, failures = {}, {}
+    for name in names:
+        try:
+            ready[name] = make_any_backend(model, name, progress=progress, threads=threads, store=store)
+        except BackendCrashedError as err:
+            failures[name] = {**err.to_json(), "during": "loading"}
+        except WorkbenchError as err:
+            if name == "torch":
+                raise
+            failures[name] = {"backend": name, "phase": "loading", "during": "loading", "signal": None,
+                              "returncode": None, "error": str(err)}
+    return ready, failures
+
+
+def print_failures(result) -> None:
+    for name, f in result.failures.items():
+        how = f"died with {f['signal']}" if f.get("signal") else "failed"
+        print(f"FAILED {name}: {how} during {f.get('during')}: {f.get('error')}")
 
 
 def main(argv=None) -> int:
@@ -86,6 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--ppl-tokens", type=int, default=1024)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--decode-context", type=int, default=128, help="prompt tokens before the timed decode")
     args = parser.parse_args(argv)
     threads = set_threads(args.threads or len(os.sched_getaffinity(0)))
     store = Store()
@@ -98,15 +136,18 @@ def main(argv=None) -> int:
     def say(f, m):
         print(f"\r{f:4.0%} {m[:70]:<70}", end="", file=sys.stderr)
 
-    backends = {name: make_backend(model, name, progress=say, threads=threads, store=store) for name in names}
+    backends, failures = make_backends(model, names, store, threads, say)
     dataset = load_dataset(store, args.dataset, progress=say) if args.dataset else None
     config = BenchConfig(prompt_lengths=tuple(int(x) for x in args.prompt_lengths.split(",")),
-                         new_tokens=args.new_tokens, decode_prompt_length=128, min_repeats=args.repeats,
-                         min_time_s=args.min_time, threads=threads, quality_tokens=args.ppl_tokens)
-    result = run_benchmark(model, backends, config, progress=say, dataset=dataset)
+                         new_tokens=args.new_tokens, decode_prompt_length=args.decode_context,
+                         min_repeats=args.repeats, min_time_s=args.min_time, threads=threads,
+                         quality_tokens=args.ppl_tokens)
+    result = run_benchmark(model, backends, config, progress=say, dataset=dataset, failures=failures)
     print(file=sys.stderr)
     record_speeds(store, result)
+    print(f"Machine: {result.machine}")
     print(format_table(result))
+    print_failures(result)
     met = targets(result)
     data = result.to_json()
     for r in data["results"]:
@@ -114,7 +155,7 @@ def main(argv=None) -> int:
     data["summary"] = result.summary().to_dict(orient="records")
     data["targets"] = met
     print(json.dumps(data, default=str))
-    return 0
+    return BACKEND_FAILED if result.failures else 0
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import Keys, get_model, get_store, show_error, sidebar
+from workbench.data.install import catalog as dataset_catalog
 from workbench.errors import WorkbenchError
 from workbench.latency.harness import run_benchmark
 from workbench.latency.results import BenchConfig
-from workbench.data.install import catalog as dataset_catalog
 from workbench.latency.speeds import measured_speeds, record_speeds
 from workbench.onnx import cached_export, pending_export_seconds
 from workbench.quality.results import measured_quality
@@ -25,6 +25,11 @@ from workbench.runtime.backends import (
     make_backend,
 )
 from workbench.runtime.backends.hints import INSTALL_HINT
+from workbench.runtime.backends.isolated import (
+    BackendCrashedError,
+    make_any_backend,
+    native_backends,
+)
 from workbench.views import latency as plots
 
 LENGTHS = (16, 32, 64, 128, 256, 512)
@@ -46,6 +51,7 @@ if sel.model_id is None:
 store = get_store()
 card = store.card(sel.model_id)
 choices = available_backends(card)
+choices += [n for n in native_backends(card) if n not in choices]  # native backends registered beside them
 with st.container(border=True, key="latency_settings"):
     c1, c2 = st.columns([3, 2])
     backends = c1.multiselect(
@@ -93,22 +99,26 @@ if run:
         bar = st.progress(0.0, text="loading the model…")
         try:
             model = get_model(sel.model_id, sel.device)
-            ready, notes = {}, []
+            ready, notes, failures = {}, [], {}
             for i, name in enumerate(backends):
                 lo, hi = i / len(backends) * 0.5, (i + 1) / len(backends) * 0.5
 
                 def progress(f, msg, lo=lo, hi=hi, name=name):
                     bar.progress(min(max(lo + (hi - lo) * f, 0.0), 1.0), text=f"{name}: {msg}")
 
-                ready[name] = make_backend(model, name, progress=progress, device=sel.device,
-                                           threads=sel.threads, store=store)
+                try:  # native backends run in their own process: a crash there fails only that one
+                    ready[name] = make_any_backend(model, name, progress=progress, device=sel.device,
+                                                   threads=sel.threads, store=store)
+                except BackendCrashedError as err:
+                    failures[name] = {**err.to_json(), "during": "loading"}
+                    continue
                 if getattr(ready[name], "note", ""):
                     notes.append(f"{name}: {ready[name].note}")
             if TORCH not in ready:  # parity and speed-up need the reference
                 ready = {TORCH: make_backend(model, TORCH), **ready}
             result = run_benchmark(
                 model, ready, config,
-                progress=lambda f, msg: bar.progress(min(0.5 + 0.5 * f, 1.0), text=msg),
+                progress=lambda f, msg: bar.progress(min(0.5 + 0.5 * f, 1.0), text=msg), failures=failures,
             )
             record_speeds(store, result)
             st.session_state[Keys.latency] = (result, notes)
@@ -175,6 +185,13 @@ if saved is None or saved[0].model != card.id:
 result, notes = saved
 for note in notes:
     st.info(note)
+st.caption(f"Measured on **{result.machine}**. The order of backends changes between machines: compare "
+           "numbers from the same machine.")
+with st.container(key="latency_failures"):
+    for name, failure in result.failures.items():
+        how = f"its process died with **{failure['signal']}**" if failure.get("signal") else "it failed"
+        st.error(f"**{name}** — {how} during {failure.get('during')}; the other backends' results stand. "
+                 f"{failure.get('error', '')}")
 
 st.subheader("Parity with torch")
 with st.container(key="latency_parity"):

@@ -113,3 +113,46 @@ def test_generate_page_can_run_on_onnxruntime(open_page, tiny_store):
     assert (on_torch.backend, on_ort.backend) == ("torch", "onnxruntime")
     assert on_ort.token_ids == on_torch.token_ids
     assert any("onnxruntime on cpu" in c.value for c in at.caption)
+
+
+class SegfaultingNative:
+    """A native backend for the test (opened in its child process): it segfaults at its first
+    evaluation, as llama.cpp's AMX build did."""
+
+    device, variant = "cpu", "gguf"
+
+    def prefill(self, input_ids):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def step(self, token_id, state):
+        raise AssertionError("never reached")
+
+
+def test_a_native_backend_that_segfaults_is_shown_as_failed_and_the_page_keeps_running(page, tiny_store):
+    from workbench.runtime.backends import isolated
+
+    def build(model, name, progress, device, threads, store):
+        return isolated.IsolatedBackend(name, f"{__name__}:SegfaultingNative")
+
+    seed_export(tiny_store, "tiny-llama")
+    isolated.register_native("fake-native", build)
+    try:
+        page.run()
+        assert "fake-native" in page.multiselect(key="lat_backends").options
+        configure(page, backends=("torch", "fake-native"))
+        page.button(key="lat_run").click().run()
+    finally:
+        isolated.unregister_native("fake-native")
+    assert not page.exception, [e.value for e in page.exception]
+    result, _ = page.session_state["wb_latency"]
+    assert [r.backend for r in result.results] == ["torch"]  # the rest of the table stands
+    assert result.failures["fake-native"]["signal"] == "SIGSEGV"
+    errors = [e.value for e in page.error]
+    assert any("fake-native" in e and "SIGSEGV" in e and "warm-up" in e for e in errors), errors
+    assert {m.label for m in page.metric} == {"torch"} and len(specs(page)) == 3
+    assert any(f"Measured on **{result.machine}**" in c.value for c in page.caption)
+    assert any(flag in result.machine for flag in ("avx2", "asimd", "no vector flags read"))
+    assert page.button(key="lat_run").label == "Export, check and time"  # ready for another run

@@ -19,16 +19,34 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> list[str]:
-    """The vector-instruction flags that pick ONNX Runtime's and llama.cpp's kernels."""
-    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "asimd", "sve")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
+WANTED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve")
+
+
+def cpu_flags(text: str | None = None) -> list[str]:
+    """The vector-instruction flags that pick ONNX Runtime's and llama.cpp's kernels (AVX2,
+    AVX-512 and its VNNI/BF16/FP16 parts, AVX-VNNI, AMX; NEON dot products and SVE on Arm), in
+    ``WANTED_FLAGS`` order, then any other ``avx512*`` flag. ``text``: /proc/cpuinfo's (read
+    when None); empty where it cannot be read."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
     line = next((x for x in text.splitlines() if x.startswith(("flags", "Features"))), "")
     have = set(line.split(":", 1)[-1].split())
-    return [f for f in wanted if f in have]
+    extra = sorted(f for f in have if f.startswith("avx512") and f not in WANTED_FLAGS)
+    return [f for f in WANTED_FLAGS if f in have] + extra
+
+
+def machine_label(env: dict) -> str:
+    """One line naming the machine of a recorded ``environment()``: CPU model, cores and the
+    flags that choose kernels, e.g. ``'Intel Xeon · 2 cores · avx2 fma avx512f amx_int8'``."""
+    flags = " ".join(f for f in env.get("cpu_flags", []) if f not in ("avx", "f16c")) or "no vector flags read"
+    cores = env.get("cores")
+    gpu = f" · GPU {env['gpu']}" if env.get("gpu") else ""
+    return f"{env.get('cpu') or 'unknown CPU'} · {cores} cores · {flags}{gpu}" if cores else \
+        f"{env.get('cpu') or 'unknown CPU'} · {flags}{gpu}"
 
 
 def memory_read_bandwidth(threads: int | None = None, size_mb: int = 256, repeats: int = 5) -> dict:
@@ -79,6 +97,7 @@ def environment() -> dict:
         "versions": versions,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+    env["machine"] = machine_label(env)
     try:
         import onnxruntime as ort
 

@@ -31,6 +31,7 @@ import torch
 from ..common import PeakRSS, Progress, quiet
 from ..errors import InvalidInputError
 from ..runtime.backends import backend_settings
+from ..runtime.backends.isolated import BackendCrashedError
 from ..runtime.generation import greedy
 from .environment import environment, memory_read_bandwidth
 from .parity import ParityReport, check_parity
@@ -149,6 +150,7 @@ def run_benchmark(
     progress: Progress = quiet,
     parity: bool = True,
     dataset=None,
+    failures: dict[str, dict] | None = None,
 ) -> BenchResult:
     """Benchmark ready ``backends`` (name -> ``Backend``) on a loaded ``model``.
 
@@ -157,6 +159,12 @@ def run_benchmark(
     (``workbench.data.Dataset``) each backend's held-out perplexity and mean KL divergence
     against torch fp32 are measured too (``config.quality_tokens`` tokens). The memory read
     ceiling is measured in the same run, with the same thread count (``env["memory_read"]``).
+
+    A backend whose process dies (``BackendCrashedError``: a native backend run in a child
+    process, see ``runtime.backends.isolated``) is recorded in ``result.failures`` (name ->
+    phase, signal, exit status, message) and left out of the later rounds; the others go on, and
+    its timings are dropped unless it failed after them (parity, perplexity). ``failures``
+    carries backends that already failed before the run (e.g. while loading) into the result.
     """
     config = config.validate(model.context_length)
     random.seed(config.seed)
@@ -165,6 +173,7 @@ def run_benchmark(
     env = environment()
     progress(0.0, "measuring the memory read bandwidth")
     env["memory_read"] = memory_read_bandwidth(config.threads)
+    failed: dict[str, dict] = dict(failures or {})
     names = list(backends)
     prompts = {n: torch.tensor([bench_prompt(model.tokenizer, n)]) for n in config.prompt_lengths}
     decode_ids = torch.tensor([bench_prompt(model.tokenizer, config.decode_prompt_length)])
@@ -199,41 +208,62 @@ def run_benchmark(
         peaks[name][1] = max(peaks[name][1], mem.peak_gpu)
         return spent
 
+    def attempt(name, phase, work, *args):
+        """``work(*args)``, or None when the backend's process died (recorded; it takes no more turns)."""
+        try:
+            return work(*args)
+        except BackendCrashedError as err:
+            failed[name] = {**err.to_json(), "during": phase}
+            progress(done / total_steps, f"{name} failed: {err.signal or err.returncode} during {phase}")
+            return None
+
+    def alive():
+        return [b for b in names if b not in failed]
+
     for name in names:
         progress(done / total_steps, f"warming up {name}")
         for task, length in tasks:
             for _ in range(config.warmup):
-                run(name, task, length, record=False)
+                if name in failed or attempt(name, "warm-up", run, name, task, length, False) is None:
+                    break
         done += 1
     for task, length in tasks:
         count = {b: 0 for b in names}
         spent = {b: 0.0 for b in names}
         label = f"prefill {length} tokens" if task == "prefill" else f"decoding {config.new_tokens} tokens"
         while True:
-            due = [b for b in names if count[b] < config.max_repeats
+            due = [b for b in alive() if count[b] < config.max_repeats
                    and (count[b] < config.min_repeats or spent[b] < config.min_time_s * 1000)]
             if not due:
                 break
             for name in due:  # one round: every backend that still needs runs takes a turn
-                spent[name] += run(name, task, length, record=True)
+                ms = attempt(name, label, run, name, task, length, True)
+                spent[name] += ms or 0.0
                 count[name] += 1
-            inner = min(1.0, min(count[b] / config.min_repeats for b in names))
+            inner = min(1.0, min((count[b] / config.min_repeats for b in alive()), default=1.0))
             progress((done + inner * len(names)) / total_steps, f"{label}: run {max(count.values())}")
         done += len(names)
+    timed = alive()  # the backends whose timings stand
     reports: dict[str, ParityReport] = {}
     if parity:
-        for name, backend in backends.items():
+        for name in timed:
             if name != "torch":
                 progress(done / total_steps, f"parity of {name} against torch")
-                reports[name] = check_parity(model, backend, steps=config.parity_steps or config.new_tokens)
+                report = attempt(name, "parity", lambda b: check_parity(
+                    model, b, steps=config.parity_steps or config.new_tokens), backends[name])
+                if report is not None:
+                    reports[name] = report
     quality = {}
     if dataset is not None:
         from ..quality.evaluation import perplexity
 
-        for name, backend in backends.items():
+        for name in alive():
             progress(done / total_steps, f"held-out perplexity on {name}")
-            quality[name] = perplexity(model, dataset, backend, window=config.quality_window,
-                                       stride=config.quality_window // 2, max_tokens=config.quality_tokens)
+            measured = attempt(name, "perplexity", lambda b: perplexity(
+                model, dataset, b, window=config.quality_window,
+                stride=config.quality_window // 2, max_tokens=config.quality_tokens), backends[name])
+            if measured is not None:
+                quality[name] = measured
     env["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results = [
         BackendResult(
@@ -250,7 +280,7 @@ def run_benchmark(
             weight_bytes=_weight_bytes(backends[name], model),
             tokens=tokens.get(name, []),
         )
-        for name in names
+        for name in timed
     ]
     progress(1.0, "done")
-    return BenchResult(model.card.id, env, config, reports, results, quality)
+    return BenchResult(model.card.id, env, config, reports, results, quality, failed)

@@ -1,6 +1,10 @@
 """What a benchmark asks for (``BenchConfig``) and returns (``BackendResult`` per backend,
 ``BenchResult`` for the run): raw numbers, their JSON (the schema of ``workbench bench --json``)
-and pandas tables. No torch: a saved result can be read and drawn without a model."""
+and pandas tables. No torch: a saved result can be read and drawn without a model.
+
+A backend whose process died is not a row of the tables: it is in ``BenchResult.failures``
+(with its signal), and ``failures_frame()`` lists them. ``machine`` names the machine that
+produced the numbers (the order of backends changes between machines)."""
 from __future__ import annotations
 
 import math
@@ -100,6 +104,15 @@ class BenchResult:
     parity: dict[str, ParityReport]
     results: list[BackendResult]
     quality: dict = field(default_factory=dict)  # backend -> quality.PerplexityResult (with a dataset)
+    # backend -> {"backend", "phase", "during", "signal", "returncode", "error"}: its process died
+    failures: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def machine(self) -> str:
+        """Which machine produced these numbers: CPU model, cores and vector flags (one line)."""
+        from .environment import machine_label
+
+        return machine_label(self.env)
 
     @property
     def bandwidth_gb_s(self) -> float:
@@ -125,6 +138,8 @@ class BenchResult:
             },
             "results": [r.to_json() for r in self.results],
             "quality": {name: q.to_json() for name, q in self.quality.items()},
+            "failures": self.failures,
+            "machine": self.machine,
         }
 
     def frame(self) -> pd.DataFrame:
@@ -141,6 +156,14 @@ class BenchResult:
                              "prompt_length": length, **{f"{k}_ms" if k != "count" else k: v
                                                          for k, v in lat.stats().items()}})
         return pd.DataFrame(rows)
+
+    def failures_frame(self) -> pd.DataFrame:
+        """One row per failed backend: backend, during (what it was doing), signal, returncode, error."""
+        import pandas as pd
+
+        columns = ["backend", "during", "signal", "returncode", "error"]
+        return pd.DataFrame([{k: f.get(k) for k in columns} | {"backend": name} for name, f in self.failures.items()],
+                            columns=columns)
 
     def summary(self, baseline: str = "torch") -> pd.DataFrame:
         """One row per backend: decode p50, speed-up over ``baseline``, tokens/s, memory, parity."""

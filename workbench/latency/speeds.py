@@ -38,6 +38,7 @@ def record_speeds(store: Store, result: BenchResult) -> Path:
                 "new_tokens": r.new_tokens,
                 "threads": r.settings.get("threads"),
                 "cpu": result.env.get("cpu"),
+                "cpu_flags": result.env.get("cpu_flags"),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         atomic_write_text(path, json.dumps(data, indent=2))

@@ -21,7 +21,9 @@ long prompt can be read between decode steps instead of stalling them; when it i
 padding either it or the batch on the left. When rows leave, columns that are padding for every
 remaining row are cut off. ``OrtBatchEngine`` does the same on an ONNX Runtime variant (its
 exports take a batch, a 2-D mask and position ids). ``SerialEngine`` drives any other ``Backend``
-(llama.cpp) one row at a time: the same scheduling, no shared forward pass, each prompt read whole.
+one row at a time: the same scheduling, no shared forward pass, each prompt read whole;
+``NativeEngine`` does so for a native backend (llama.cpp) run in its own process, whose crash ends
+that engine, not the server.
 """
 from __future__ import annotations
 
@@ -284,12 +286,32 @@ class SerialEngine:
         self.states = []
 
 
+class NativeEngine(SerialEngine):
+    """``SerialEngine`` over a native backend in its own process (``isolated.IsolatedBackend``).
+
+    When that process dies, the step or prefill that saw it raises ``BackendCrashedError`` (500,
+    the signal in its message) and ``reset`` raises it again: the batcher is marked dead, its
+    waiting requests get 503, and the registry starts a new process on the next request. The
+    server itself and the other models' batchers go on."""
+
+    def reset(self) -> None:
+        super().reset()
+        if getattr(self.backend, "dead", False):
+            raise self.backend.error
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 def make_engine(model, backend: str = "torch", store=None):
     """The engine for ``backend``: batched for torch and the ONNX Runtime variants, serial for a
-    backend without a batched forward pass (llama.cpp)."""
+    backend without a batched forward pass; a native backend (llama.cpp, any registered in
+    ``runtime.backends.isolated``) runs in a child process, serially (``NativeEngine``)."""
     if backend == "torch":
         return TorchBatchEngine(model)
-    from ..runtime.backends import make_backend
+    from ..runtime.backends.isolated import is_native, make_any_backend
 
-    runner = make_backend(model, backend, store=store)
+    runner = make_any_backend(model, backend, store=store)
+    if is_native(backend):
+        return NativeEngine(runner)
     return OrtBatchEngine(runner) if hasattr(runner, "forward") else SerialEngine(runner)

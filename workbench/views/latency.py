@@ -56,7 +56,8 @@ def decode_figure(result: BenchResult) -> go.Figure:
     fig.update_xaxes(tickmode="array", tickvals=names,
                      ticktext=[f"{n}<br><b>{v:.1f} ms</b>" for n, v in zip(names, p50)])
     fig.update_layout(
-        title=f"Decode latency per token (context {result.config.decode_prompt_length}) — {result.model}",
+        title={"text": f"Decode latency per token (context {result.config.decode_prompt_length}) — {result.model}",
+               "subtitle": {"text": result.machine}},
         yaxis_title="ms per token, p50; bar to p90", template="plotly_white", height=400,
     )
     return fig
@@ -81,7 +82,8 @@ def speedup_figure(result: BenchResult, baseline: str = "torch") -> go.Figure:
 
 
 def html_report(result: BenchResult) -> str:
-    """A standalone HTML page: environment, parity verdicts, summary table and the three charts."""
+    """A standalone HTML page: the machine, parity verdicts, backends that failed, summary table,
+    the three charts and the environment."""
     figs = [prefill_figure(result), decode_figure(result), speedup_figure(result)]
     charts = [figs[0].to_html(full_html=False, include_plotlyjs=True)]
     charts += [f.to_html(full_html=False, include_plotlyjs=False) for f in figs[1:]]
@@ -95,6 +97,12 @@ def html_report(result: BenchResult) -> str:
         f"<li class='{'pass' if p.passed else 'fail'}'>{html.escape(name)}: {html.escape(p.verdict)}</li>"
         for name, p in result.parity.items()
     ) or "<li>not checked</li>"
+    failures = "".join(
+        f"<li class='fail'>{html.escape(name)}: {html.escape(str(f.get('signal') or 'failed'))} during "
+        f"{html.escape(str(f.get('during')))}: {html.escape(str(f.get('error', '')))}</li>"
+        for name, f in result.failures.items()
+    )
+    failed = f"<h2>Backends that failed</h2><ul>{failures}</ul>" if failures else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Latency report — {html.escape(result.model)}</title>
 <style>
@@ -103,10 +111,12 @@ table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ padding: 4px 10p
 .pass {{ color: #137333; }} .fail {{ color: #b3261e; }}
 </style></head><body>
 <h1>Latency report: {html.escape(result.model)}</h1>
+<p class="machine">Measured on <b>{html.escape(result.machine)}</b>.</p>
 <p>{result.config.new_tokens} greedy tokens, prompt lengths {list(result.config.prompt_lengths)},
 decode context {result.config.decode_prompt_length}; at least {result.config.min_repeats} repeats and
 {result.config.min_time_s:g} s per measurement after {result.config.warmup} warm-up run(s).</p>
 <h2>Parity with torch</h2><ul>{parity}</ul>
+{failed}
 <h2>Summary</h2>{summary}
 {''.join(charts)}
 <h2>All measurements (ms)</h2>{frame}
