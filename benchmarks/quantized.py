@@ -33,21 +33,18 @@ import json
 import os
 import sys
 
-from workbench.cli.onnx import format_table
+from workbench.cli.onnx import BACKEND_FAILED, format_table  # 3: a backend failed, the rest was printed
 from workbench.data.loading import load_dataset
-from workbench.errors import WorkbenchError
-from workbench.latency.harness import run_benchmark
+from workbench.latency.harness import make_backends, run_benchmark
 from workbench.latency.results import BenchConfig
 from workbench.latency.speeds import record_speeds
 from workbench.runtime.backends import LLAMACPP, llamacpp_installed
 from workbench.runtime.backends.hints import INSTALL_HINT
-from workbench.runtime.backends.isolated import BackendCrashedError, make_any_backend
 from workbench.runtime.devices import set_threads
 from workbench.runtime.loading import load_model
 from workbench.store import Store
 
 DEFAULT = "torch,onnxruntime-fused,onnxruntime-int8,onnxruntime-q4,onnxruntime-q4a8,llamacpp"
-BACKEND_FAILED = 3  # exit status when a backend failed (everything else was printed)
 
 
 def targets(result) -> list[dict]:
@@ -89,29 +86,6 @@ def targets(result) -> list[dict]:
     return out
 
 
-def make_backends(model, names, store, threads, progress):
-    """Each backend made, or its failure recorded (``{name: failure}``): one that cannot be made
-    or whose process dies while loading does not stop the run."""
-    ready, failures = {}, {}
-    for name in names:
-        try:
-            ready[name] = make_any_backend(model, name, progress=progress, threads=threads, store=store)
-        except BackendCrashedError as err:
-            failures[name] = {**err.to_json(), "during": "loading"}
-        except WorkbenchError as err:
-            if name == "torch":
-                raise
-            failures[name] = {"backend": name, "phase": "loading", "during": "loading", "signal": None,
-                              "returncode": None, "error": str(err)}
-    return ready, failures
-
-
-def print_failures(result) -> None:
-    for name, f in result.failures.items():
-        how = f"died with {f['signal']}" if f.get("signal") else "failed"
-        print(f"FAILED {name}: {how} during {f.get('during')}: {f.get('error')}")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -145,9 +119,7 @@ def main(argv=None) -> int:
     result = run_benchmark(model, backends, config, progress=say, dataset=dataset, failures=failures)
     print(file=sys.stderr)
     record_speeds(store, result)
-    print(f"Machine: {result.machine}")
     print(format_table(result))
-    print_failures(result)
     met = targets(result)
     data = result.to_json()
     for r in data["results"]:

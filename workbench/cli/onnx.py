@@ -28,8 +28,10 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _backends(text: str) -> list[str]:
+    from ..runtime.backends.isolated import is_native
+
     names = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [n for n in names if n not in ALL_BACKENDS]
+    unknown = [n for n in names if n not in ALL_BACKENDS and not is_native(n)]
     if unknown or not names:
         raise InvalidInputError(f"Unknown backends {unknown or text!r}: choose from {', '.join(ALL_BACKENDS)}.")
     return list(dict.fromkeys(names))
@@ -46,7 +48,8 @@ def cmd_export(args) -> int:
 
 def format_table(result) -> str:
     """The people-readable table of a ``BenchResult`` (the numbers live in the result)."""
-    lines = [f"{result.model}: {result.env['cpu']}, {result.env['cores']} cores, load {result.env['load_average']}"]
+    lines = [f"Machine: {result.machine}",
+             f"{result.model}: {result.env['cpu']}, {result.env['cores']} cores, load {result.env['load_average']}"]
     if "memory_read" in result.env:
         m = result.env["memory_read"]
         lines.append(f"memory read ceiling measured in this run: {m['gb_s']:.1f} GB/s with {m['threads']} threads")
@@ -69,14 +72,20 @@ def format_table(result) -> str:
         )
     for name, p in result.parity.items():
         lines.append(f"  {name}: {p.verdict}")
+    for name, f in result.failures.items():  # a backend that could not be made, or whose process died
+        how = f"died with {f['signal']}" if f.get("signal") else "failed"
+        lines.append(f"FAILED {name}: {how} during {f.get('during')}: {f.get('error')}")
     return "\n".join(lines)
+
+
+BACKEND_FAILED = 3  # the exit status when a backend failed (the others' results are printed)
 
 
 def cmd_bench(args) -> int:
     from ..latency.harness import run_benchmark
     from ..latency.results import BenchConfig
     from ..latency.speeds import record_speeds
-    from ..runtime.backends import make_backend
+    from ..latency.harness import make_backends
     from ..runtime.devices import set_threads
     from ..runtime.loading import load_model
 
@@ -86,12 +95,10 @@ def cmd_bench(args) -> int:
     threads = set_threads(args.threads)
     model = load_model(args.id, store=store, device=args.device, threads=threads)
     progress = TerminalProgress()
-    backends = {}
-    for name in names:
-        backends[name] = make_backend(model, name, progress=progress, device=model.device, threads=threads, store=store)
-        note = getattr(backends[name], "note", "")
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+    backends, failures = make_backends(model, names, store, threads, progress, device=model.device)
+    for backend in backends.values():
+        if getattr(backend, "note", ""):
+            print(f"note: {backend.note}", file=sys.stderr)
     config = BenchConfig(
         prompt_lengths=lengths, new_tokens=args.new_tokens, decode_prompt_length=args.decode_context or min(128, max(lengths)),
         min_repeats=args.repeats, min_time_s=args.min_time, warmup=args.warmup, device=model.device, threads=threads,
@@ -102,11 +109,11 @@ def cmd_bench(args) -> int:
         from ..data.loading import load_dataset
 
         dataset = load_dataset(store, args.dataset, progress=progress)
-    result = run_benchmark(model, backends, config, progress=progress, dataset=dataset)
+    result = run_benchmark(model, backends, config, progress=progress, dataset=dataset, failures=failures)
     record_speeds(store, result)
     print(format_table(result))
     write_json(args.json, result.to_json())
-    return 0
+    return BACKEND_FAILED if result.failures else 0
 
 
 def add_cli(subparsers) -> None:

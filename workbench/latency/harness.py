@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from ..common import PeakRSS, Progress, quiet
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, WorkbenchError
 from ..runtime.backends import backend_settings
-from ..runtime.backends.isolated import BackendCrashedError
+from ..runtime.backends.isolated import BackendCrashedError, make_any_backend
 from ..runtime.generation import greedy
 from .environment import environment, memory_read_bandwidth
 from .parity import ParityReport, check_parity
@@ -284,3 +284,21 @@ def run_benchmark(
     ]
     progress(1.0, "done")
     return BenchResult(model.card.id, env, config, reports, results, quality, failed)
+
+
+def make_backends(model, names, store, threads: int | None = None, progress: Progress = quiet,
+                  device: str | None = None) -> tuple[dict, dict]:
+    """Each backend made, or its failure recorded (``{name: failure}``): one that cannot be made
+    or whose process dies while loading does not stop the run."""
+    ready, failures = {}, {}
+    for name in names:
+        try:
+            ready[name] = make_any_backend(model, name, progress=progress, device=device, threads=threads, store=store)
+        except BackendCrashedError as err:
+            failures[name] = {**err.to_json(), "during": "loading"}
+        except WorkbenchError as err:
+            if name == "torch":
+                raise
+            failures[name] = {"backend": name, "phase": "loading", "during": "loading", "signal": None,
+                              "returncode": None, "error": str(err)}
+    return ready, failures

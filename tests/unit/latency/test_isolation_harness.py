@@ -83,3 +83,23 @@ def test_quantized_benchmark_prints_the_others_and_exits_with_its_documented_cod
     data = json.loads(out[-1])
     assert data["failures"]["fake-native"]["signal"] == "SIGSEGV" and data["machine"] == out[0][len("Machine: "):]
     assert [r["backend"] for r in data["results"]] == ["torch"]
+
+
+def test_workbench_bench_prints_the_others_and_exits_3(tiny_store, capsys):
+    from workbench.cli import main
+    from workbench.cli import onnx as onnx_cli
+
+    def build(model, name, progress, device, threads, store):
+        return fake(model, crash="segv")
+
+    isolated.register_native("fake-native", build)
+    try:
+        code = main(["bench", "tiny-llama", "--backends", "torch,fake-native", "--prompt-lengths", "8",
+                     "--new-tokens", "3", "--repeats", "1", "--min-time", "0", "--threads", "1"])
+    finally:
+        isolated.unregister_native("fake-native")
+    out = capsys.readouterr().out.splitlines()
+    assert code == onnx_cli.BACKEND_FAILED == 3
+    assert out[0].startswith("Machine: ")
+    assert any(line.startswith("torch ") for line in out)
+    assert any(line.startswith("FAILED fake-native: died with SIGSEGV") for line in out)
