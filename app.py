@@ -14,6 +14,7 @@ st.set_page_config(page_title="GPT Store Workbench", page_icon="🧪", layout="w
 PAGES = [
     st.Page("pages/generate.py", title="Generate", icon="✍️", default=True),
     st.Page("pages/store.py", title="Store", icon="🏪"),
+    st.Page("pages/apps.py", title="Apps", icon="🧩"),
     st.Page("pages/attention.py", title="Attention", icon="🔍"),
     st.Page("pages/inside.py", title="Inside", icon="🧠"),
     st.Page("pages/latency.py", title="Latency", icon="⏱️"),

@@ -30,6 +30,8 @@ class Keys:
     routed = "wb_routed"  # set by app.py on every run: the page runs inside the app's menu
     wanted_page = "wb_wanted_page"  # a page asked for before app.py had run (see route_through_app)
     job = "wb_job"  # the fine-tuning job the Customise page follows
+    app_answer = "wb_app_answer"  # an app's answer handed to Attention / Inside (views.apps.handoff)
+    app_draft = "wb_app_draft"  # values handed to the Apps page's create form (views.apps.form_values keys)
 
 
 def route_through_app() -> None:
@@ -111,6 +113,13 @@ def sidebar(capability: str = "generate", devices: bool = True) -> Selection:
         )
         set_threads(int(threads))
     return Selection(model_id, device, int(threads))
+
+
+def hand_off(page: str, state: dict) -> None:
+    """Open ``page`` with ``state`` already in session state: written in this run, before the
+    switch, so the next page's widgets start from those values (no default-vs-state warning)."""
+    st.session_state.update(state)
+    st.switch_page(page)
 
 
 def show_error(err: WorkbenchError) -> None:

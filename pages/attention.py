@@ -10,9 +10,9 @@ import streamlit as st
 from pages._shared import Keys, get_model, show_error, sidebar
 from workbench import attention as attn
 from workbench.attention import ablation, scores
+from workbench.errors import WorkbenchError
 from workbench.views import attention as views
 from workbench.views import bertviz
-from workbench.errors import WorkbenchError
 
 DEFAULT_TEXT = "The capital of France is Paris. The capital of Italy is"
 # this page's own state (shared state lives in pages._shared.Keys)
@@ -49,12 +49,36 @@ def memo(name: str, params: tuple, build):
 
 # --- the text -------------------------------------------------------------------------------------
 last = st.session_state.get(Keys.last_generation)
+handed = st.session_state.get(Keys.app_answer)  # an app's answer, from the Apps page (views.apps.handoff)
+sources = ["Text", "Last generation"] + (["App answer"] if handed else [])
+just_handed = bool(handed) and handed.pop("open", None) == "attention"  # opened from an answer: read it
+if st.session_state.get("att_source") not in sources + [None]:
+    st.session_state.pop("att_source")
+if just_handed:
+    st.session_state.pop("att_source", None)
 source = st.segmented_control(
-    "Read", ["Text", "Last generation"], default="Text", key="att_source",
-    help="Last generation: the prompt and output of the latest run on the Generate page.",
+    "Read", sources, default="App answer" if just_handed else "Text", key="att_source",
+    help="Last generation: the prompt and output of the latest run on the Generate page. App answer: the exact "
+    "prompt an app sent (its instructions, the cited passages, the chat template) and its answer.",
 ) or "Text"
 ids, text = None, ""
-if source == "Last generation":
+if source == "App answer":
+    st.text_area(f"The prompt app {handed['app']} sent, then its answer", handed["prompt"] + handed["answer"],
+                 disabled=True, height=160, key="att_app_text")
+    cited = "; ".join(f"{c['file']} › {c['heading']}" for c in handed["citations"]) or "none"
+    st.caption(f"Cited passages (inside the prompt): {md(cited)}.")
+    if handed["model"] == sel.model_id:
+        from workbench.views.apps import handed_ids
+
+        try:
+            ids = handed_ids(model().tokenizer, handed, bool(model().has_chat_template))
+        except WorkbenchError as err:
+            show_error(err)
+            st.stop()
+    else:
+        st.caption(f"Answered by {handed['model']}; {sel.model_id} re-reads the text with its own tokenizer.")
+        text = handed["prompt"] + handed["answer"]
+elif source == "Last generation":
     if last is None:
         st.info("Nothing generated yet: generate on the **Generate** page first, or type a text.")
         st.stop()

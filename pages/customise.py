@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._shared import Keys, get_store, show_error, sidebar
+from pages._shared import Keys, get_store, hand_off, show_error, sidebar
 from workbench.data.install import add_dataset, catalog, is_installed, keep_upload
 from workbench.errors import WorkbenchError
 from workbench.finetune import jobs
@@ -174,6 +174,10 @@ def show_comparison(job_id: str, model_id: str) -> None:
               delta=f"{after['perplexity'] - before['perplexity']:+.2f}", delta_color="inverse")
     st.caption(f"{after['tokens']} held-out tokens, window {after['window']}, stride {after['stride']}.")
     st.dataframe(pd.DataFrame(result["generations"]), hide_index=True, key="ft_compare")
+    if st.button("Make an app from it", key="ft_make_app",
+                 help="Opens the Apps page's form with this model as the base: add instructions and knowledge."):
+        draft = {"id": f"{model_id}-app"[:64], "name": f"{model_id} app", "base_model": model_id}
+        hand_off("pages/apps.py", {Keys.app_draft: draft})
 
 
 job_panel(job_id)

@@ -5,11 +5,11 @@ Layout only: the numbers come from ``workbench.interpret``, the figures from
 ``workbench.views.interpret``."""
 import streamlit as st
 
-from pages._shared import get_model, get_store, show_error, sidebar
+from pages._shared import Keys, get_model, get_store, show_error, sidebar
 from workbench.errors import WorkbenchError
 from workbench.interpret import architecture, attribution, compare, lens
-from workbench.views import interpret as views
 from workbench.store import INSTALLED
+from workbench.views import interpret as views
 
 DEFAULT_TEXT = "The capital of France is"
 TABS = ["Architecture", "Logit lens", "Attribution", "Base vs tuned"]
@@ -43,8 +43,21 @@ def current(key):
     return result if owner == sel.model_id else None
 
 
-text = st.text_area("Text", DEFAULT_TEXT, height=90, key="ins_text",
+handed = st.session_state.get(Keys.app_answer)  # an app's answer, from the Apps page (views.apps.handoff)
+if handed and handed.pop("open", None) == "inside":  # opened from an answer: its exact prompt is the text
+    st.session_state.pop("ins_text", None)
+    first = handed["prompt"]
+else:
+    first = DEFAULT_TEXT
+text = st.text_area("Text", first, height=90, key="ins_text",
                     help="The views explain the token the model predicts after this text.")
+if handed and text == handed["prompt"]:
+    from workbench.views.apps import md
+
+    cited = "; ".join(f"{c['file']} › {c['heading']}" for c in handed["citations"]) or "none"
+    st.caption(f"The exact prompt app {handed['app']} sent ({handed['model']}; cited passages inside it: {md(cited)}). "
+               f"The model's next token here is the first of its answer, which went on: “{md(handed['answer'][:200])}”. "
+               "Add the answer's first words to the text to follow a later token.")
 
 tab_arch, tab_lens, tab_attr, tab_cmp = st.tabs(TABS, key=TAB, on_change="rerun")
 
