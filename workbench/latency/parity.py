@@ -24,10 +24,11 @@ A graph of the same fp32 weights reorders the sums of every op, not of one pass,
 a few times the floor (``TOLERANCE_FACTOR``; docs/latency.md shows measured drifts), never by
 orders of magnitude; the second term keeps the bar above float rounding when the floor reads 0.
 
-Verdict, per export variant (``THRESHOLDS``): fp32, the fused fp32 graph and q4 (the GGUF's own
-blocks, which de-quantize to exactly the fp32 weights torch runs) pass with max |Δlogits| ≤
+Verdict, per export variant (``THRESHOLDS``): fp32, the fused fp32 graph, q4 (the GGUF's own
+blocks, which de-quantize to exactly the fp32 weights torch runs) and their counterparts on ONNX
+Runtime's own decode graph (gqa, gqa_q4) pass with max |Δlogits| ≤
 tolerance and every greedy token equal. Graphs that re-quantize weights (int8) or activations
-(q4a8, llama.cpp) change logits by design, so they are judged on tokens only, and their logit
+(q4a8, gqa_q4a8, llama.cpp) change logits by design, so they are judged on tokens only, and their logit
 drift is reported, never hidden. This module does
 not time anything (see ``harness``).
 """
@@ -66,7 +67,9 @@ class Threshold:
 # q4 computes with the GGUF's own weights, which are the fp32 weights torch runs: judged as fp32.
 # int8 re-quantizes, q4a8 quantizes activations, llama.cpp ("gguf") does both its own way.
 THRESHOLDS = {"fp32": Threshold(True), "fused": Threshold(True), "q4": Threshold(True),
-              "int8": Threshold(False), "q4a8": Threshold(False), "gguf": Threshold(False)}
+              "gqa": Threshold(True), "gqa_q4": Threshold(True),  # ONNX Runtime's own graph, same bars
+              "int8": Threshold(False), "q4a8": Threshold(False), "gqa_q4a8": Threshold(False),
+              "gguf": Threshold(False)}
 
 
 def tolerance_for(noise_floor: float, logit_scale: float) -> float:

@@ -6,8 +6,10 @@ stderr, which the parent keeps as a log.
 Variants: ``fp32`` (``torch.onnx.export(dynamo=True)`` of a wrapper with the KV cache in and out),
 ``fused`` (that graph rewritten by transformers' ``fuse_for_onnxruntime``), ``int8``
 (``quantize_dynamic`` of the fp32 graph with constants folded), ``q4`` / ``q4a8`` (the fused graph
-with the GGUF's own blocks as weights, activations fp32 / int8; see ``nbits``). Checked against
-torch before the parent accepts it.
+with the GGUF's own blocks as weights, activations fp32 / int8; see ``nbits``), ``gqa`` (ONNX
+Runtime's own decode graph from onnxruntime-genai's model builder, see ``genai_graph``) and
+``gqa_q4`` / ``gqa_q4a8`` (that graph with the GGUF's own blocks). Checked against torch before
+the parent accepts it.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .spec import (
     DATA_FILE,
     EXPORT_FORMAT,
     EXPORT_MANIFEST,
+    GRAPHS,
     ONNX_FILE,
     VARIANTS,
     describe_files,
@@ -284,6 +287,44 @@ def _child_nbits(model_dir: Path, source: Path, gguf_path: Path, out: Path, thre
                 **report.to_json())
 
 
+def _child_gqa(model_dir: Path, out: Path, threads: int) -> dict:
+    """ONNX Runtime's own decode graph (onnxruntime-genai's model builder, fp32), rewritten to the
+    workbench's interface (``genai_graph``), checked against torch."""
+    import shutil
+
+    import onnx
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from . import genai_graph
+
+    torch.set_num_threads(threads)
+    config = text_config(AutoConfig.from_pretrained(model_dir, local_files_only=True))
+    layers, kv_heads, head_dim = _kv_shape(config)
+    if head_dim % 16:
+        from ..errors import UnsupportedModelError
+
+        raise UnsupportedModelError(f"ONNX Runtime's GroupQueryAttention on the CPU needs a head size that is a "
+                                    f"multiple of 16; this model's is {head_dim}. Use the fused variant.")
+    _say(0.0, 0.5, "building ONNX Runtime's decode graph (onnxruntime-genai's model builder, fp32)")
+    raw = out.parent / "genai-builder-out"
+    genai_graph.build(model_dir, raw, "fp32")
+    _say(0.5, 0.7, "giving it the workbench's interface (position ids, padding mask, last-position logits)")
+    model = onnx.load(str(raw / "model.onnx"))
+    gemma = getattr(config, "model_type", "").startswith("gemma")
+    facts = genai_graph.to_workbench_interface(model, config.hidden_size if gemma else None)
+    onnx.save(model, str(out / ONNX_FILE), save_as_external_data=True, location=DATA_FILE, size_threshold=1024)
+    del model
+    shutil.rmtree(raw, ignore_errors=True)
+    _say(0.7, 0.98, "checking the graph against torch")
+    module = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, use_safetensors=True, local_files_only=True).eval()
+    vocab = module.get_output_embeddings().weight.shape[0]
+    diff = _self_check(out / ONNX_FILE, module, layers, kv_heads, head_dim, vocab, threads)
+    return dict(num_layers=layers, kv_heads=kv_heads, head_dim=head_dim, vocab_size=vocab,
+                self_check_max_abs_diff=diff, **facts)
+
+
 def _child_main(argv: list[str]) -> int:
     import argparse
     import warnings
@@ -310,6 +351,8 @@ def _child_main(argv: list[str]) -> int:
         facts = _child_fused(args.model_dir, args.source, args.out, args.threads)
     elif args.variant == "int8":
         facts = _child_int8(args.model_dir, args.source, args.out, args.threads)
+    elif args.variant == "gqa":
+        facts = _child_gqa(args.model_dir, args.out, args.threads)
     else:
         facts = _child_nbits(args.model_dir, args.source, args.gguf, args.out, args.threads, args.variant)
     _say(0.98, 1.0, "hashing the files")
@@ -317,7 +360,8 @@ def _child_main(argv: list[str]) -> int:
         model_id=args.model_id,
         variant=args.variant,
         format=EXPORT_FORMAT,
-        versions=export_versions(),
+        graph=GRAPHS[args.variant],
+        versions=export_versions(args.variant),
         model_fingerprint=args.fingerprint,
         export_seconds=time.perf_counter() - start,
         threads=args.threads,

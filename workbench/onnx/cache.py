@@ -19,7 +19,11 @@ Variants: ``fp32`` (``torch.onnx.export(dynamo=True)`` on a small wrapper that b
 CPU ops by transformers' ``fuse_for_onnxruntime``: rotary embeddings, skip RMS norms, packed
 q/k/v projections; same interface, same weights, fewer and larger kernels); and ``int8`` (the
 fp32 graph with constants folded, so the tied LM head becomes a plain initializer, then
-``onnxruntime.quantization.quantize_dynamic``).
+``onnxruntime.quantization.quantize_dynamic``); ``gqa`` (ONNX Runtime's own decode graph, made by
+onnxruntime-genai's model builder and given this interface, see ``genai_graph``; needs the
+``bench`` extra and a head size that is a multiple of 16) and ``gqa_q4`` / ``gqa_q4a8`` (that
+graph with the GGUF's own blocks, as ``q4`` / ``q4a8``). ``export.json``'s ``graph`` says which
+graph a variant is.
 
 Layout: ``Store().export_root(<model id>)/<variant>-<versions key>/`` holding ``model.onnx``,
 ``model.onnx.data`` (weights) and ``export.json`` (interface, versions, size and sha256 of every
@@ -67,6 +71,7 @@ class OnnxExport:
     export_seconds: float
     versions: dict
     self_check_max_abs_diff: float  # ORT vs torch on a short prompt, measured right after export
+    graph: str = "workbench"  # "workbench" | "ort-genai-builder" (spec.GRAPHS)
 
     @property
     def onnx_path(self) -> Path:
@@ -140,6 +145,7 @@ def _load_export(directory: Path) -> OnnxExport:
         export_seconds=m["export_seconds"],
         versions=m["versions"],
         self_check_max_abs_diff=m["self_check_max_abs_diff"],
+        graph=m.get("graph", "workbench"),
     )
 
 
@@ -161,7 +167,8 @@ def estimated_seconds(layers: int, variant: str = "fp32") -> float:
     """Rough export time on 2 cores, this variant's own step only: a line through export times
     seen for 2- and 30-layer models (an estimate for progress bars and waits, not a measurement)."""
     return {"fp32": 8 + 4 * layers, "fused": 5 + 0.7 * layers, "q4": 30 + 2 * layers,
-            "q4a8": 30 + 2 * layers}.get(variant, 4 + layers)
+            "q4a8": 30 + 2 * layers, "gqa": 8 + layers, "gqa_q4": 30 + 2 * layers,
+            "gqa_q4a8": 30 + 2 * layers}.get(variant, 4 + layers)
 
 
 def pending_export_seconds(store: Store, model_id: str, variants) -> float:

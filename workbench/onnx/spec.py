@@ -9,19 +9,24 @@ from pathlib import Path
 from ..common import library_versions
 from ..store.sources import sha256_file
 
-VARIANTS = ("fp32", "fused", "int8", "q4", "q4a8")
+VARIANTS = ("fp32", "fused", "int8", "q4", "q4a8", "gqa", "gqa_q4", "gqa_q4a8")
 # variant -> the export it is made from (made first); q4 and q4a8 fall back to fp32 where fusing
 # finds nothing, and take their weights from the model's GGUF
-SOURCES = {"fused": "fp32", "int8": "fp32", "q4": "fused", "q4a8": "fused"}
+SOURCES = {"fused": "fp32", "int8": "fp32", "q4": "fused", "q4a8": "fused", "gqa_q4": "gqa", "gqa_q4a8": "gqa"}
 DERIVED = tuple(SOURCES)
-FROM_GGUF = ("q4", "q4a8")
-ACCURACY_LEVELS = {"q4": 0, "q4a8": 4}  # MatMulNBits: 0 = fp32 activations, 4 = int8 per block
+FROM_GGUF = ("q4", "q4a8", "gqa_q4", "gqa_q4a8")
+# MatMulNBits: 0 = fp32 activations, 4 = int8 per block
+ACCURACY_LEVELS = {"q4": 0, "q4a8": 4, "gqa_q4": 0, "gqa_q4a8": 4}
+# which graph a variant is: the workbench's own export (torch.onnx, then fusions) or ONNX Runtime's
+# decode graph from onnxruntime-genai's model builder (``genai_graph``); recorded in export.json
+GRAPHS = {v: "ort-genai-builder" if v.startswith("gqa") else "workbench" for v in VARIANTS}
 EXPORT_FORMAT = 1  # bump when the graph's interface changes (all variants are made again)
-RECIPES = {"fp32": 1, "fused": 1, "int8": 2, "q4": 2, "q4a8": 3}  # bump one when its recipe changes
+RECIPES = {"fp32": 1, "fused": 1, "int8": 2, "q4": 2, "q4a8": 3, "gqa": 1, "gqa_q4": 1, "gqa_q4a8": 1}  # bump one when its recipe changes
 EXPORT_MANIFEST = "export.json"
 ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 EXPORT_LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")
+BUILDER_LIBRARIES = ("onnxruntime-genai",)  # also keys the builder route's variants
 
 
 def past_names(layers: int, prefix: str) -> list[str]:
@@ -29,14 +34,16 @@ def past_names(layers: int, prefix: str) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
 
 
-def export_versions() -> dict[str, str]:
-    """Versions of the libraries an export depends on (a new version makes a new export)."""
-    return library_versions(EXPORT_LIBRARIES)
+def export_versions(variant: str = "fp32") -> dict[str, str]:
+    """Versions of the libraries an export of ``variant`` depends on (a new version makes a new
+    export); the builder route's variants add onnxruntime-genai's."""
+    extra = BUILDER_LIBRARIES if GRAPHS.get(variant) == "ort-genai-builder" else ()
+    return library_versions(EXPORT_LIBRARIES + extra)
 
 
 def versions_key(variant: str = "fp32") -> str:
     """Short key naming the library versions and recipe an export was made with."""
-    text = json.dumps({"format": EXPORT_FORMAT, **export_versions()}, sort_keys=True)
+    text = json.dumps({"format": EXPORT_FORMAT, **export_versions(variant)}, sort_keys=True)
     return f"v{EXPORT_FORMAT}.{RECIPES[variant]}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 

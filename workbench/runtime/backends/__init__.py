@@ -31,11 +31,15 @@ ORT_FUSED = "onnxruntime-fused"
 ORT_INT8 = "onnxruntime-int8"
 ORT_Q4 = "onnxruntime-q4"
 ORT_Q4A8 = "onnxruntime-q4a8"
+ORT_GQA = "onnxruntime-gqa"  # ONNX Runtime's own decode graph (onnxruntime-genai's builder), fp32
+ORT_GQA_Q4 = "onnxruntime-gqa-q4"  # that graph with the GGUF's own blocks, fp32 activations
+ORT_GQA_Q4A8 = "onnxruntime-gqa-q4a8"  # the same, int8 activations
 LLAMACPP = "llamacpp"
 # backend name -> export variant
-BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_FUSED: "fused", ORT_INT8: "int8", ORT_Q4: "q4", ORT_Q4A8: "q4a8"}
-GGUF_BACKENDS = (ORT_Q4, ORT_Q4A8, LLAMACPP)  # need the GGUF the model was installed from
-ALL_BACKENDS = (TORCH, ORT_FP32, ORT_FUSED, ORT_INT8, ORT_Q4, ORT_Q4A8, LLAMACPP)
+BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_FUSED: "fused", ORT_INT8: "int8", ORT_Q4: "q4", ORT_Q4A8: "q4a8",
+                    ORT_GQA: "gqa", ORT_GQA_Q4: "gqa_q4", ORT_GQA_Q4A8: "gqa_q4a8"}
+GGUF_BACKENDS = (ORT_Q4, ORT_Q4A8, ORT_GQA_Q4, ORT_GQA_Q4A8, LLAMACPP)  # need the GGUF the model was installed from
+ALL_BACKENDS = (TORCH, ORT_FP32, ORT_FUSED, ORT_INT8, ORT_Q4, ORT_Q4A8, ORT_GQA, ORT_GQA_Q4, ORT_GQA_Q4A8, LLAMACPP)
 _MODULES = {TORCH: "torch_eager", LLAMACPP: "llamacpp", **{name: "ort" for name in BACKEND_VARIANTS}}
 
 
