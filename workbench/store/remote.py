@@ -202,23 +202,35 @@ class StoreClient:
         return RemoteEntry.from_json(self._json("GET", f"/v1/store/entries/{kind}/{quoted}", what=f"{kind} '{item_id}'"))
 
     def download(self, sha256: str, out: BinaryIO, offset: int = 0,
-                 on_bytes: Callable[[bytes], None] = lambda b: None) -> bool:
+                 on_bytes: Callable[[memoryview], None] = lambda b: None) -> bool:
         """Write the blob's bytes from ``offset`` on to ``out`` (calling ``on_bytes`` with each
         block). Returns True when the server honoured the Range (206), False when it sent the
         whole file (200; the caller must then start from 0: ``out`` has been written from 0 only
-        if the caller truncated it). A server gone mid-body raises ``RemoteUnavailableError``."""
+        if the caller truncated it). A server gone mid-body raises ``RemoteUnavailableError``.
+
+        Blocks are read straight into buffers (``resp.readinto``, no copy per block). An ``out``
+        with a ``buffer()`` method hands out the buffers and owns each block written to it (a
+        pipelined writer); any other ``out`` gets blocks of one reused buffer, so it must copy
+        what it keeps. ``on_bytes`` must not keep the block either."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self._request("GET", f"/v1/store/blobs/{sha256}", headers=headers, what=f"file {sha256[:12]}")
+        own = getattr(out, "buffer", None)
+        scratch = None if own else bytearray(CHUNK)
         with resp:
             ranged = resp.status == 206
             if offset and not ranged:
                 return False
             expected, got = resp.length, 0
             try:
-                while block := resp.read(CHUNK):
-                    out.write(block)
-                    got += len(block)
+                while True:
+                    buf = own() if own else scratch
+                    n = resp.readinto(buf)
+                    if not n:
+                        break
+                    block = memoryview(buf)[:n]
+                    got += n
                     on_bytes(block)
+                    out.write(block)
             except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
                 raise self.gone(type(err).__name__) from None
             if expected is not None and got < expected:  # the connection closed early, without an error
