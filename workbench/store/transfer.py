@@ -11,7 +11,7 @@ Pull contract:
 - Fetched bytes go to ``<store>/.partial/<sha256>``; a pull that is killed or whose server goes
   away keeps them, and the next pull asks for the rest with HTTP Range. A file counts only once
   its sha256 matches; a mismatch deletes its bytes and refuses the pull (``IntegrityError``).
-  Reading the socket, hashing and writing overlap (``_HashingWriter``: worker threads, blocks in
+  Reading the socket, hashing and writing overlap (``HashingWriter``: worker threads, blocks in
   order, so the file is always a prefix of the blob); writeback to disk starts as the bytes land,
   and each file is fsynced once, by the install's commit.
 - The entry is installed through ``install.installing`` (lock per id, so two pulls of one id run
@@ -28,15 +28,11 @@ commits it whole or not at all, and refuses an id it holds (use ``as_id``).
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import json
 import os
-import queue
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +45,7 @@ from .entries import card_path as _card_path
 from .entries import check_manifest as _check_files
 from .entries import entry_dir as entry_root
 from .install import installing
+from .blobwriter import HashingWriter
 from .remote import KINDS, RemoteEntry, StoreClient, stream_file
 from .sources import CHUNK, sha256_file
 
@@ -137,119 +134,6 @@ class _Meter:
                           f"{self.label}: {human_bytes(self.done)} of {human_bytes(self.total)}")
 
 
-def _load_sync_file_range():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):  # not Linux
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2  # start writeback of dirty pages, do not wait
-WRITEBACK_EVERY = 32 << 20
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes from ``offset`` to disk now, without
-    waiting, so the install's fsync later finds them written. A no-op where unsupported; it
-    never replaces that fsync."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-class _HashingWriter:
-    """A file opened for appending, fed by the thread that reads the socket, with two worker
-    threads behind it: one hashes each block, then one writes it (hashlib and file writes
-    release the GIL), so reading, hashing and writing overlap. Blocks are written in order, so
-    what is on disk is always a prefix of the blob, and each has been hashed before it is
-    written. Readers fill buffers from ``buffer()`` (at most ``DEPTH`` in flight: memory stays
-    bounded) and hand them over with ``write(memoryview)``; ``close`` waits for every block and
-    raises a worker's error, if any. Writeback to disk is started as blocks land
-    (``start_writeback``)."""
-
-    DEPTH = 6
-
-    def __init__(self, path: Path, digest):
-        self.fh = open(path, "ab", buffering=0)  # noqa: SIM115 -- closed by close()
-        self.digest = digest
-        self.error: BaseException | None = None
-        self._start()
-
-    def _start(self) -> None:
-        self._free: queue.Queue = queue.Queue()  # a fresh pool: a reader's last, unused buffer is not lost
-        for _ in range(self.DEPTH):
-            self._free.put(bytearray(CHUNK))
-        self._to_hash: queue.Queue = queue.Queue()
-        self._to_write: queue.Queue = queue.Queue()
-        self._threads = [threading.Thread(target=self._hash, name="pull-hash", daemon=True),
-                         threading.Thread(target=self._write, name="pull-write", daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _hash(self) -> None:
-        while (item := self._to_hash.get()) is not None:
-            if self.error is None:
-                self.digest.update(item[1])
-            self._to_write.put(item)
-        self._to_write.put(None)
-
-    def _write(self) -> None:
-        fd, synced = self.fh.fileno(), self.fh.tell()
-        while (item := self._to_write.get()) is not None:
-            buf, block = item
-            try:
-                if self.error is None:
-                    self.fh.write(block)
-                    end = self.fh.tell()
-                    if end - synced >= WRITEBACK_EVERY:
-                        start_writeback(fd, synced, end - synced)
-                        synced = end
-            except BaseException as err:  # noqa: BLE001 -- re-raised in the reading thread by write() / close();
-                self.error = err           # the buffer still goes back, so the reader never waits forever
-            finally:
-                block.release()
-                self._free.put(buf)
-
-    def buffer(self) -> bytearray:
-        """A free buffer to read the next block into (waits while ``DEPTH`` are in flight)."""
-        if self.error is not None:
-            raise self.error
-        return self._free.get()
-
-    def write(self, block: memoryview) -> None:
-        """Queue ``block`` (a view of a buffer from ``buffer()``; the writer owns it now)."""
-        if self.error is not None:
-            raise self.error
-        self._to_hash.put((block.obj, block))
-
-    def _join(self) -> None:
-        self._to_hash.put(None)
-        for thread in self._threads:
-            thread.join()
-
-    def restart(self) -> None:
-        """Drop everything written so far (the server ignored the Range): an empty file, a new hash."""
-        self._join()
-        if self.error is not None:
-            raise self.error
-        self.fh.truncate(0)
-        self.fh.seek(0)
-        self.digest = hashlib.sha256()
-        self._start()
-
-    def close(self) -> None:
-        try:
-            self._join()
-        finally:
-            self.fh.close()
-        if self.error is not None:
-            raise self.error
-
-
 def fetch_blob(store: Store, client: StoreClient, sha: str, size: int, rel: str, meter: _Meter) -> Path:
     """``<store>/.partial/<sha>`` holding exactly the blob's bytes, resumed from what it holds.
     Serialized per blob across processes. ``IntegrityError`` (bytes dropped) on a mismatch.
@@ -271,7 +155,7 @@ def fetch_blob(store: Store, client: StoreClient, sha: str, size: int, rel: str,
                     digest.update(block)
         meter.add(have)
         if have < size:
-            out = _HashingWriter(path, digest)
+            out = HashingWriter(path, digest)
             try:
                 if not client.download(sha, out, offset=have, on_bytes=lambda b: meter.add(len(b))):
                     out.restart()  # Range ignored: start over

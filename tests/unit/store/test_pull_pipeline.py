@@ -13,7 +13,7 @@ import pytest
 from test_remote_fakeserver import serving
 
 from workbench.errors import DiskSpaceError
-from workbench.store import Store, transfer
+from workbench.store import Store, blobwriter, transfer
 from workbench.store.remote import RemoteStore
 from workbench.store.transfer import partial_dir
 
@@ -30,6 +30,7 @@ def local(tmp_path):
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(transfer, "CHUNK", BLOCK)  # many blocks per tiny file, so the threads hand over
+    monkeypatch.setattr(blobwriter, "CHUNK", BLOCK)
 
 
 def test_writeback_starts_while_the_bytes_arrive(tiny_store, local, small_blocks, monkeypatch):
@@ -38,8 +39,8 @@ def test_writeback_starts_while_the_bytes_arrive(tiny_store, local, small_blocks
     def record(fd, offset, length):
         started.setdefault(os.fstat(fd).st_ino, []).append((offset, length))
 
-    monkeypatch.setattr(transfer, "WRITEBACK_EVERY", 4 * BLOCK)
-    monkeypatch.setattr(transfer, "start_writeback", record)
+    monkeypatch.setattr(blobwriter, "WRITEBACK_EVERY", 4 * BLOCK)
+    monkeypatch.setattr(blobwriter, "start_writeback", record)
     with serving(tiny_store.home, KEYS) as url:
         RemoteStore(url, KEY, local=local).pull("tiny-llama")
     assert local.verify("tiny-llama").ok
@@ -99,7 +100,7 @@ def test_a_full_disk_mid_pull_installs_nothing_and_keeps_a_prefix(tiny_store, lo
         return FillsUp(fh) if mode == "ab" and Path(path).name == weights["sha256"] else fh
 
     with serving(tiny_store.home, KEYS) as url:
-        monkeypatch.setattr(transfer, "open", filling_open, raising=False)
+        monkeypatch.setattr(blobwriter, "open", filling_open, raising=False)
         with pytest.raises(DiskSpaceError, match="nothing was kept"):
             RemoteStore(url, KEY, local=local).pull("tiny-llama")
         assert not (local.models_dir / "tiny-llama").exists()
