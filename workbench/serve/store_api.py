@@ -58,58 +58,23 @@ from ..store.entries import (
     StoreIndex,
     UnknownEntryError,
 )
-from .errors import ServeError
+from .errors import (
+    BadEntryError,
+    BlobMismatchError,
+    BlobTooLargeError,
+    ConflictError,
+    ForbiddenError,
+    MissingError,
+    NoSpaceError,
+    NotFoundError,
+    RangeError,
+    ServeError,
+)
 
 router = APIRouter()
 CHUNK = 4 << 20  # a blob is read and sent in blocks of this size
 UPLOAD_IDLE_S = 3600.0
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-class ForbiddenError(ServeError):
-    status, type, code = 403, "permission_error", "missing_scope"
-
-
-class NotFoundError(ServeError):
-    status, type, code = 404, "invalid_request_error", "not_found"
-
-
-class ConflictError(ServeError):
-    status, type, code = 409, "invalid_request_error", "conflict"
-
-
-class MissingError(ServeError):
-    """Commit before every blob arrived; ``missing`` lists their sha256s."""
-
-    status, type, code = 409, "invalid_request_error", "missing_blobs"
-
-    def __init__(self, message: str, missing: list[str]):
-        super().__init__(message)
-        self.missing = missing
-
-
-class BlobTooLargeError(ServeError):
-    status, type, code = 413, "invalid_request_error", "blob_too_large"
-
-
-class RangeError(ServeError):
-    status, type, code = 416, "invalid_request_error", "range_not_satisfiable"
-
-    def __init__(self, message: str, size: int):
-        super().__init__(message)
-        self.size = size
-
-
-class BlobMismatchError(ServeError):
-    status, type, code = 422, "invalid_request_error", "sha256_mismatch"
-
-
-class BadEntryError(ServeError):
-    status, type, code = 400, "invalid_request_error", "invalid_entry"
-
-
-class NoSpaceError(ServeError):
-    status, type, code = 507, "server_error", "insufficient_storage"
 
 
 def scope_of(method: str, path: str) -> str | None:
