@@ -163,14 +163,14 @@ def front() -> None:
         k = row.id.replace(".", "_")
         with st.container(border=True, key=f"apps_card_{k}"):
             st.markdown(f"#### {views.md(card.name)}")
-            st.caption(f"{row.id} · on {card.base_model} · version {card.version}"
-                       + (" · built-in" if entry.builtin else "") + (f" · by {card.author}" if card.author else ""))
+            st.caption(views.md(f"{row.id} · on {card.base_model} · version {card.version}"
+                                + (" · built-in" if entry.builtin else "") + (f" · by {card.author}" if card.author else "")))
             if card.description:
                 st.markdown(views.md(card.description))
             if card.starters:
                 st.markdown("**Try:** " + " · ".join(f"“{views.md(s)}”" for s in card.starters))
             state = row.tests.state if card.tests else "none"
-            (st.success if state == "fresh" else st.caption if state == "none" else st.warning)(row.tests_line)
+            (st.success if state == "fresh" else st.caption if state == "none" else st.warning)(views.md(row.tests_line))
             if not entry.base_installed:
                 st.warning(entry.problem, icon="📦")
                 install_base(card.base_model, f"apps_install_{k}")
@@ -218,7 +218,7 @@ def answer_extras(app_id: str, answer, n: int) -> None:
     if answer.citations:
         st.caption("Sources")
         for i, c in enumerate(answer.citations, 1):
-            with st.expander(views.citation_title(i, c), key=f"apps_cite_{n}_{i}"):
+            with st.expander(views.md(views.citation_title(i, c)), key=f"apps_cite_{n}_{i}"):
                 st.text(c.text)
     for note in answer.notes:
         st.caption(views.md(note))
@@ -284,7 +284,7 @@ def chat_panel(app_id: str, prefix: str, input_label: str) -> None:
     if app.card.starters:
         cols = st.columns(min(len(app.card.starters), 3))
         for i, s in enumerate(app.card.starters):
-            if cols[i % len(cols)].button(s, key=f"{prefix}_starter_{i}"):
+            if cols[i % len(cols)].button(views.md(s), key=f"{prefix}_starter_{i}"):
                 asked = s
     text = st.chat_input(input_label, key=f"{prefix}_input") or asked
     if history and st.button("Clear the chat", key=f"{prefix}_clear"):

@@ -12,6 +12,7 @@ from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK, SOURCE
 from workbench.store.remote import RemoteAuthError, RemoteScopeError, RemoteStore
 from workbench.store.remotes import add_remote, list_remotes, remove_remote
 from workbench.store import background as rv
+from workbench.views.apps import md  # a remote's names show as typed
 
 sidebar("generate", devices=False)
 store = get_store()
@@ -152,7 +153,7 @@ def remote_catalog(remote: dict, theirs: list, mine: list) -> None:
     for row in rows:
         with st.container(border=True):
             left, right = st.columns([3, 1])
-            left.markdown(f"**{row.name}** {REMOTE_BADGE[row.status]}  \n"
+            left.markdown(f"**{md(row.name)}** {REMOTE_BADGE[row.status]}  \n"
                           f"{row.kind} · `{row.id}` · {human_bytes(row.size_bytes)}")
             label = {rv.SAME: "Pulled", rv.OTHER: "Pull again", rv.ABSENT: "Pull"}[row.status]
             if right.button(label, key=_key("pull", row.kind, row.id), disabled=row.status == rv.SAME
@@ -168,7 +169,7 @@ def local_catalog(remote: dict, mine: list, theirs: list | None) -> None:
         st.info("This store holds no installed entry yet.")
     for row in rows:
         badge = LOCAL_BADGE[row.status] if theirs is not None else ""
-        st.markdown(f"**{row.name}** {badge}  \n{row.kind} · `{row.id}` · {human_bytes(row.size_bytes)}")
+        st.markdown(f"**{md(row.name)}** {badge}  \n{row.kind} · `{row.id}` · {human_bytes(row.size_bytes)}")
     if not rows:
         return
     with st.form("push_entry", border=True):

@@ -1,6 +1,8 @@
 """Apps page through streamlit.testing: the store front (base missing, own tests fresh/stale),
 a chat with citations and the exact prompt, its hand-off to Attention and Inside, the
 create/edit form, duplicate, export, remove, and bad input shown as errors while the page runs."""
+import re
+
 import pytest
 
 from workbench.apps.card import parse_app_card
@@ -37,6 +39,11 @@ def club(tiny_store, tmp_path, long_chat_dir):
     return tiny_store
 
 
+def shown(markdown: str) -> str:
+    """What a reader sees of Markdown the page escaped (``views.md``): the text as typed."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def test_store_front_lists_apps_and_says_what_a_missing_base_needs(open_page, club):
     at = open_page("pages/apps.py")
     names = [m.value for m in at.markdown]
@@ -59,7 +66,7 @@ def test_own_tests_run_from_the_front_and_go_stale_when_the_app_changes(open_pag
     other.write_text("# Other\n\n## Hours\nClosed on Mondays.\n")
     save_app(club, get_card(club, "club").with_changes(name="Club helper 2"), [other], replace=True)
     at.run()
-    stale = [w.value for w in at.warning if "of its own tests, measured here" in w.value]
+    stale = [shown(w.value) for w in at.warning if "of its own tests, measured here" in w.value]
     assert stale and "stale: the app (card or knowledge) changed since" in stale[0]
 
 
@@ -73,7 +80,7 @@ def test_chat_answers_with_citations_and_the_exact_prompt(open_page, club):
     (c,) = answer.citations
     assert c.heading == "Club > Hours" and c.text == knowledge_text(app_dir(club, "club") / "knowledge" / c.file)[c.start:c.end]
     assert "5:45" in c.text and c.text in answer.prompt
-    labels = [e.label for e in at.expander]
+    labels = [shown(e.label) for e in at.expander]
     assert f"[1] handbook.md › Club > Hours · characters {c.start}–{c.end} · score {c.score:.2f}" in labels
     assert any(code.value.strip() == answer.prompt.strip() for code in at.code)  # the exact prompt, shown as text
     at.chat_input(key="apps_chat_input").set_value("How much do students pay?").run()

@@ -2,7 +2,8 @@
 
 Layout: ``<store>/apps/<id>/`` holds ``app.toml``, ``knowledge/<name>``, ``index.sqlite`` and
 ``manifest.json`` (``{"id", "kind": "app", "installed_at", "files", "origin"?}``; ``files`` lists
-every other file with its size and sha256). Every write goes through the store's one install
+the card and the knowledge files with size and sha256). The index is built here from the
+knowledge and is not in ``files``: it never travels, and is rebuilt when missing or stale. Every write goes through the store's one install
 primitive (``workbench.store.install.installing``: a lock per app, a staging folder, the manifest
 last, one rename), so an app appears whole or not at all, and two saves of one app queue on the
 lock (pass ``expected_digest`` to refuse a save over an edit made since the form was opened).
@@ -180,8 +181,12 @@ def passages_of(folder: Path, card: AppCard) -> tuple[list[Passage], dict[str, s
 
 
 def files_map(folder: Path) -> dict:
+    """Size and sha256 of the app's files: the card and the knowledge, not the manifest, and not
+    the index, which is derived here from the knowledge (so an app that arrives from elsewhere
+    never brings passages of its own to cite, and an app's digest is the same on every machine)."""
     files = {}
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, INDEX)
+                    and not p.name.startswith(".")):
         files[f.relative_to(folder).as_posix()] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
     return files
 

@@ -189,8 +189,19 @@ def import_app(store, file: str | Path, as_id: str | None = None) -> Path:
             path.write_bytes(blobs[rel])
             paths.append(path)
         target = save_app(store, card, paths, origin=origin)
-    if isinstance(manifest.get("tests"), dict):
+    tests = manifest.get("tests")
+    if _a_test_record(tests):  # only the shape a store front can show; anything else is dropped
         from .evaluation import record
 
-        record(store, card.id, {**manifest["tests"], "imported": True})
+        record(store, card.id, {**{k: tests[k] for k in _TEST_KEYS if k in tests}, "imported": True})
     return target
+
+
+_TEST_KEYS = ("passed", "total", "date", "score", "base_model", "base_digest", "app_digest")
+
+
+def _a_test_record(tests) -> bool:
+    """Whether an imported file's ``tests`` is a result as ``evaluation`` records one."""
+    return (isinstance(tests, dict) and all(isinstance(tests.get(k), int) and not isinstance(tests.get(k), bool)
+                                            for k in ("passed", "total"))
+            and 0 <= tests["passed"] <= tests["total"] <= 10_000 and isinstance(tests.get("date"), str))

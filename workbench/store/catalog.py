@@ -293,12 +293,21 @@ class Catalog:
                     problems.append((path, message))
                     continue
                 cards[card.id] = card
+        self._cards = cards
+        # first claim wins (built-in cards are read first): a user's card, pushed or pulled ones
+        # included, can never take over an id or another card's alias ("smollm2" stays SmolLM2)
+        self._aliases = {}
+        for c in cards.values():
+            for alias in c.aliases:
+                key = alias.lower()
+                owner = key if key in cards else self._aliases.setdefault(key, c.id)
+                if owner != c.id:
+                    problems.append((c.card_path, f"alias '{alias}' is already '{owner}'; '{c.id}' is not "
+                                                  "reached by it. Remove the alias from the card."))
         for path, message in problems:
             if (str(path), message) not in _REPORTED:
                 _REPORTED.add((str(path), message))
-                log.warning("Skipped the model card %s: %s", path, message)
-        self._cards = cards
-        self._aliases = {a.lower(): c.id for c in cards.values() for a in c.aliases}
+                log.warning("Model card %s: %s", path, message)
         self.problems = problems
         self._stamp = stamp
 

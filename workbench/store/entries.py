@@ -55,6 +55,7 @@ KINDS = ("model", "dataset", "app")
 FOLDERS = {"model": "models", "dataset": "data", "app": "apps"}
 CARD_DIRS = {"model": "cards", "dataset": "corpora"}
 APP_CARD = "app.toml"
+APP_INDEX = "index.sqlite"  # an app's passage index: built locally, never sent
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 DISK_RESERVE_BYTES = 64 * 2**20  # left free after a received entry
 MAX_FILES = 100_000
@@ -165,6 +166,9 @@ def check_manifest(manifest, kind: str) -> dict[str, dict]:
         raise BadManifestError(f"The manifest names {clash[0]!r} as a file and as a folder: fix the file list.")
     if kind == "app" and APP_CARD not in files:
         raise BadManifestError(f"An app entry must hold its card {APP_CARD}; it is not in the manifest.")
+    if kind == "app" and APP_INDEX in files:  # its passages would be cited as they came, unchecked
+        raise BadManifestError(f"An app entry travels without {APP_INDEX}: the index is built where the app "
+                               "lands, from its knowledge files. Leave it out of the manifest.")
     if kind == "model" and "config.json" not in files:
         raise BadManifestError("A model entry must hold config.json (a Hugging Face folder); it is not in the manifest.")
     return files
@@ -257,11 +261,20 @@ def _entry_card(store, kind: str, entry_id: str, folder: Path, catalogs: dict) -
     return (True, None) if known else None
 
 
+def travelling(kind: str, manifest: dict) -> dict:
+    """The manifest an entry travels with: an app's without its locally built index (apps saved
+    before the index left their manifests still list it)."""
+    if kind != "app" or APP_INDEX not in manifest.get("files", {}):
+        return manifest
+    return {**manifest, "files": {rel: m for rel, m in manifest["files"].items() if rel != APP_INDEX}}
+
+
 def _entry(store, kind: str, entry_id: str, catalogs: dict) -> dict | None:
     folder = entry_dir(store, kind, entry_id)
     manifest = _read_json(folder / MANIFEST)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         return None
+    manifest = travelling(kind, manifest)
     files = transfer_files(manifest)
     if not _whole(folder, files):
         return None

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from ..common import Progress, atomic_write_text, file_lock, human_bytes, quiet
 from ..errors import DiskSpaceError, IntegrityError, UnknownModelError, WorkbenchError
 from .catalog import ID_PATTERN
-from .entries import BadManifestError, entry_digest, lock_name, transfer_files
+from .entries import BadManifestError, entry_digest, lock_name, transfer_files, travelling
 from .entries import card_path as _card_path
 from .entries import check_manifest as _check_files
 from .entries import entry_dir as entry_root
@@ -134,9 +134,12 @@ class _Meter:
                           f"{self.label}: {human_bytes(self.done)} of {human_bytes(self.total)}")
 
 
-def fetch_blob(store: Store, client: StoreClient, sha: str, size: int, rel: str, meter: _Meter) -> Path:
-    """``<store>/.partial/<sha>`` holding exactly the blob's bytes, resumed from what it holds.
-    Serialized per blob across processes. ``IntegrityError`` (bytes dropped) on a mismatch.
+def fetch_blob(store: Store, client: StoreClient, sha: str, size: int, rel: str, meter: _Meter,
+               dest: Path | None = None) -> Path:
+    """``<store>/.partial/<sha>`` holding exactly the blob's bytes, resumed from what it holds,
+    and placed at ``dest`` (a link) while the blob's lock is held, so a concurrent pull that
+    finishes and drops the partial file cannot pull it away from under this one. Serialized per
+    blob across processes. ``IntegrityError`` (bytes dropped) on a mismatch.
     The bytes are hashed as they arrive (in a worker thread, while the next block is read); the
     file is not fsynced here: the install's commit fsyncs every file of the entry once, and a
     partial file damaged by a crash is caught by its sha256 and fetched again."""
@@ -175,6 +178,8 @@ def fetch_blob(store: Store, client: StoreClient, sha: str, size: int, rel: str,
                 f"dropped and nothing was installed. Pull again; if it fails the same way, the origin's copy "
                 f"is damaged: run `workbench store verify ID` there."
             )
+        if dest is not None:
+            _place(path, dest)
     return path
 
 
@@ -235,9 +240,8 @@ def pull(store: Store, client: StoreClient, entry: RemoteEntry, progress: Progre
     with installing(store, entry.kind, entry.id, target, lock=lock_name(entry.kind, entry.id),
                     what=what, fix="pull again (the bytes so far are dropped only if the disk is full)") as inst:
         mine = read_manifest(target)
-        if mine is not None and (mine.get("origin") or {}).get("digest") == digest \
-                and entry_digest(mine.get("files", {})) == digest and not force:
-            progress(1.0, f"{entry.id} is already here, the same as at {client.url}")
+        if mine is not None and entry_digest(travelling(entry.kind, mine).get("files", {})) == digest and not force:
+            progress(1.0, f"{entry.id} is already here, the same as at {client.url}")  # whatever its origin
             return target
         _claim(store, entry, client.url, force)
         known = local_blobs(store)
@@ -252,12 +256,14 @@ def pull(store: Store, client: StoreClient, entry: RemoteEntry, progress: Progre
         _check_space(store, sum(to_fetch.values()) - kept, entry)
         meter = _Meter(sum(to_fetch.values()), progress, f"pulling {entry.id}")
         progress(0.0, f"pulling {entry.id}: {len(to_fetch)} files to fetch, {len(held)} already here")
-        fetched: dict[str, Path] = {}
+        fetched: dict[str, Path] = {}  # sha256 -> its first place in the stage
         for rel, meta in sorted(files.items()):
-            sha = meta["sha256"]
-            if sha not in held and sha not in fetched:
-                fetched[sha] = fetch_blob(store, client, sha, meta["size"], rel, meter)
-            _place(held.get(sha) or fetched[sha], inst.stage / rel)
+            sha, dest = meta["sha256"], inst.stage / rel
+            if sha in held or sha in fetched:
+                _place(held.get(sha) or fetched[sha], dest)
+            else:  # placed under the blob's lock: another pull of it may drop the partial file after
+                fetch_blob(store, client, sha, meta["size"], rel, meter, dest=dest)
+                fetched[sha] = dest
         manifest = dict(entry.manifest)
         manifest.update(id=entry.id, kind=entry.kind, installed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         origin={"url": client.url, "kind": entry.kind, "id": entry.id, "digest": digest,
@@ -276,8 +282,10 @@ def pull(store: Store, client: StoreClient, entry: RemoteEntry, progress: Progre
                 else:
                     card.write_bytes(old_card)
             raise
-        for path in fetched.values():
-            path.unlink(missing_ok=True)
+        for sha in fetched:  # the entry holds them now
+            with file_lock(partial_dir(store) / f".{sha}.lock"):
+                (partial_dir(store) / sha).unlink(missing_ok=True)  # (its lock file stays: unlinking a
+                # lock another process may be waiting on would let a third take a new one meanwhile)
         if entry.kind == "model":
             store.catalog.reload()
         progress(1.0, f"pulled {entry.kind} {entry.id} from {client.url}")
@@ -314,6 +322,7 @@ def local_entry(store: Store, item_id: str, kind: str | None = None) -> tuple[st
         raise WorkbenchError(f"This store holds several entries called '{item_id}' "
                              f"({', '.join(f[0] for f in found)}): say which with --kind.")
     k, root, manifest, name = found[0]
+    manifest = travelling(k, manifest)
     card = card_path(store, k, name)
     if k == "app":
         text = (root / "app.toml").read_text(encoding="utf-8") if (root / "app.toml").is_file() else None

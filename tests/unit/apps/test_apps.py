@@ -80,7 +80,8 @@ def test_save_installs_whole_with_manifest_and_index(store, handbook):
     app = make(tiny_store, handbook)
     folder = app_dir(tiny_store, "club")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["kind"] == "app" and set(manifest["files"]) == {"app.toml", "knowledge/hand_book.md", "index.sqlite"}
+    assert manifest["kind"] == "app" and set(manifest["files"]) == {"app.toml", "knowledge/hand_book.md"}
+    assert (folder / "index.sqlite").is_file()  # built here, never listed: it does not travel with the app
     assert tomllib.loads((folder / "app.toml").read_text())["knowledge"]["files"] == ["knowledge/hand_book.md"]
     assert not list(tiny_store.staging_dir.iterdir())
     assert app.card.knowledge_names == ("hand_book.md",)

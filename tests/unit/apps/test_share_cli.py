@@ -153,3 +153,19 @@ def test_builtin_apps_are_valid_and_the_guide_matches_the_docs():
     assert not stale and set(card.knowledge_names) == set(wanted), (
         f"The workbench guide's copies of the docs are out of date ({stale}): run "
         "`.venv/bin/python -m workbench.apps.guide`.")
+
+
+def test_an_imported_test_record_of_the_wrong_shape_is_dropped(club, tmp_path):
+    from workbench.apps import test_status as status_of
+
+    good, _ = export_app(club, "club", tmp_path / "good.gptapp")
+    with zipfile.ZipFile(good) as z:
+        members = {n: z.read(n) for n in ("app.toml", "knowledge/hours.md")}
+    files = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in members.items()}
+    odd = _zip(tmp_path / "odd.gptapp", members, {"format": "gptapp", "version": 1, "files": files, "tests": {}})
+    import_app(club, odd, as_id="club-odd")
+    assert status_of(club, "club-odd").describe() == "its own tests were never run here"  # no KeyError on the page
+    shown = _zip(tmp_path / "shown.gptapp", members, {"format": "gptapp", "version": 1, "files": files,
+                                                      "tests": {"passed": 3, "total": 4, "date": "2026-12-01T10:00:00Z"}})
+    import_app(club, shown, as_id="club-shown")
+    assert status_of(club, "club-shown").describe().startswith("3/4 of its own tests")

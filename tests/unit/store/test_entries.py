@@ -245,3 +245,12 @@ def test_a_builtin_model_travels_without_a_card(tiny_store, tmp_path):
     assert not (other.cards_dir / f"{builtin}.toml").exists()
     with pytest.raises(BadManifestError, match="without a card"):
         receive_entry(other, "model", "not-a-builtin", None, entry["manifest"], blobs)
+
+
+def test_an_app_that_brings_its_own_index_is_refused():
+    from workbench.store.entries import BadManifestError, check_manifest
+
+    sha = "0" * 64
+    manifest = {"files": {"app.toml": {"size": 10, "sha256": sha}, "index.sqlite": {"size": 10, "sha256": sha}}}
+    with pytest.raises(BadManifestError, match="built where the app lands"):
+        check_manifest(manifest, "app")  # its passages would be cited as sent

@@ -230,3 +230,13 @@ def test_a_pull_resumes_after_the_server_is_killed_mid_transfer(tiny_store, loca
 
 def files_size(files: dict, sha: str) -> int:
     return next(m["size"] for m in files.values() if m["sha256"] == sha)
+
+
+def test_a_model_installed_here_with_the_same_files_is_not_refused(tiny_store, tiny_model_dirs, tmp_path):
+    """A classroom machine that installed the model itself: the one-liner with a URL just loads it."""
+    from workbench.testing.stores import make_tiny_store
+
+    local = make_tiny_store(tmp_path / "local-home", tiny_model_dirs)  # the same weights, no origin
+    with serving(tiny_store.home, KEYS) as url:
+        model = Store(local.home, url=url, api_key=KEY).download_model("tiny-llama")
+    assert model.card.id == "tiny-llama" and local.verify("tiny-llama").ok

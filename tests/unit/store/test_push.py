@@ -106,3 +106,12 @@ def test_push_and_pull_an_app_with_its_knowledge(tiny_store, tmp_path, capsys, m
     assert 'id = "helper-2"' in (app / "app.toml").read_text()
     manifest = json.loads((app / "manifest.json").read_text())
     assert manifest["origin"]["kind"] == "app" and manifest["origin"]["id"] == "helper-2"
+
+
+def test_an_app_saved_with_its_index_in_the_manifest_still_travels_without_it(tiny_store):
+    from workbench.store.entries import APP_INDEX, travelling
+
+    manifest = {"kind": "app", "files": {"app.toml": {"size": 1, "sha256": "0" * 64},
+                                         APP_INDEX: {"size": 1, "sha256": "1" * 64}}}
+    assert set(travelling("app", manifest)["files"]) == {"app.toml"}
+    assert travelling("model", manifest) is manifest  # only apps have a local index

@@ -130,3 +130,15 @@ def test_an_id_with_a_final_newline_or_odd_characters_is_refused(tiny_store, tin
     with pytest.raises(WorkbenchError):
         tiny_store.add(bad, local_dir=tiny_model_dirs["gpt2"])
     assert sorted(tiny_store.cards_dir.iterdir()) == cards
+
+
+def test_a_users_card_cannot_take_over_a_builtin_alias(tiny_store, tiny_model_dirs):
+    card = tiny_store.cards_dir / "tiny-gpt2.toml"
+    text = card.read_text()
+    assert "aliases" not in text
+    card.write_text(text.replace('name = ', 'aliases = ["smollm2", "tiny-llama", "mine"]\nname = ', 1))
+    tiny_store.catalog.reload()
+    assert tiny_store.catalog.resolve("smollm2") == "smollm2-135m-instruct"  # the built-in keeps it
+    assert tiny_store.catalog.resolve("tiny-llama") == "tiny-llama"  # an id stays that model's
+    assert tiny_store.catalog.resolve("mine") == "tiny-gpt2"  # a free alias works
+    assert any("alias 'smollm2'" in m for _, m in tiny_store.catalog.problems)
