@@ -66,8 +66,8 @@ def app_dir(store, app_id: str) -> Path:
 
 def flat_name(path: str | Path) -> str:
     """A knowledge file's name inside ``knowledge/``: its base name, unsafe characters as ``_``."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).name).lstrip("._-") or "file.txt"
-    return name[-100:]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).name)[-100:].lstrip("._-")  # cut, then strip
+    return name or "file.txt"
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,14 @@ import json
 import os
 import shutil
 import time
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..common import Progress, atomic_write_text, file_lock, human_bytes, quiet
 from ..errors import DiskSpaceError, IntegrityError, UnknownModelError, WorkbenchError
 from .catalog import ID_PATTERN
-from .entries import BadManifestError, entry_digest, lock_name, transfer_files, travelling
+from .entries import APP_CARD, BadManifestError, check_card, entry_digest, lock_name, transfer_files, travelling
 from .entries import card_path as _card_path
 from .entries import check_manifest as _check_files
 from .entries import entry_dir as entry_root
@@ -244,6 +245,7 @@ def pull(store: Store, client: StoreClient, entry: RemoteEntry, progress: Progre
             progress(1.0, f"{entry.id} is already here, the same as at {client.url}")  # whatever its origin
             return target
         _claim(store, entry, client.url, force)
+        _check_incoming(store, entry, client.url)
         known = local_blobs(store)
         held: dict[str, Path] = {}
         for sha, meta in {m["sha256"]: m for m in files.values()}.items():
@@ -274,7 +276,7 @@ def pull(store: Store, client: StoreClient, entry: RemoteEntry, progress: Progre
         if card is not None and entry.card is not None:
             atomic_write_text(card, entry.card)
         try:
-            inst.commit(manifest, verify=lambda stage: _verify_stage(stage, files))
+            inst.commit(manifest, verify=lambda stage: _verify_stage(stage, files, entry))
         except BaseException:
             if card is not None and entry.card is not None:
                 if old_card is None:
@@ -292,12 +294,36 @@ def pull(store: Store, client: StoreClient, entry: RemoteEntry, progress: Progre
         return target
 
 
-def _verify_stage(stage: Path, files: dict[str, dict]) -> None:
-    """Every file in place with its size (their bytes were hashed as they arrived)."""
+def _check_incoming(store: Store, entry: RemoteEntry, url: str) -> None:
+    """Before any byte: the card parses here (the store's own parser) and the id is not the other
+    kind's (apps and models share ids). ``BadManifestError`` / ``WorkbenchError`` with the fix."""
+    check_card(store, entry.kind, entry.id, entry.card)
+    store.catalog.refresh()
+    clash = {"app": lambda: store.catalog.resolve(entry.id) is not None and "a model",
+             "model": lambda: (entry_root(store, "app", entry.id) / MANIFEST).is_file() and "an app"}.get(entry.kind)
+    other = clash() if clash else None
+    if other:
+        raise WorkbenchError(f"{url} holds the {entry.kind} '{entry.id}', but '{entry.id}' is {other} here (apps and "
+                             "models share ids); nothing was pulled. Push it there under another id "
+                             "(`workbench store push ID --as NEW_ID`), then pull that.")
+
+
+def _verify_stage(stage: Path, files: dict[str, dict], entry: RemoteEntry) -> None:
+    """Every file in place with its size (their bytes were hashed as they arrived), and an app's
+    card naming the entry it came in."""
     for rel, meta in files.items():
         f = stage / rel
         if not f.is_file() or f.stat().st_size != meta["size"]:
             raise IntegrityError(f"{rel} did not land in the pulled entry whole; nothing was installed. Pull again.")
+    if entry.kind == "app":
+        try:
+            card_id = tomllib.loads((stage / APP_CARD).read_text(encoding="utf-8")).get("id")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise BadManifestError(f"The app '{entry.id}' came with an unreadable {APP_CARD} ({err}); nothing was "
+                                   "installed. Fix the app at its origin and pull again.") from err
+        if card_id != entry.id:
+            raise BadManifestError(f"The app '{entry.id}' came with a card for '{card_id}'; nothing was installed. "
+                                   "Fix the app at its origin (`workbench apps show ID` there) and pull again.")
 
 
 # --- push ------------------------------------------------------------------------------------

@@ -240,3 +240,35 @@ def test_a_model_installed_here_with_the_same_files_is_not_refused(tiny_store, t
     with serving(tiny_store.home, KEYS) as url:
         model = Store(local.home, url=url, api_key=KEY).download_model("tiny-llama")
     assert model.card.id == "tiny-llama" and local.verify("tiny-llama").ok
+
+
+def _hand_made_app(home: Path, folder_id: str, card_id: str) -> None:
+    """An app entry laid out as the contract says, made by hand (no apps package involved)."""
+    import hashlib
+
+    folder = home / "apps" / folder_id
+    (folder / "knowledge").mkdir(parents=True)
+    (folder / "app.toml").write_text(f'id = "{card_id}"\nbase_model = "tiny-gpt2"\n'
+                                     '[knowledge]\nfiles = ["knowledge/notes.md"]\n')
+    (folder / "knowledge" / "notes.md").write_text("# Notes\nOpens at 5:45.\n")
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+             for p in folder.rglob("*") if p.is_file()}
+    (folder / "manifest.json").write_text(json.dumps({"id": folder_id, "kind": "app", "files": files}))
+
+
+def test_an_app_whose_id_is_a_model_here_is_refused_before_any_byte(tiny_store, tmp_path):
+    remote = Store(tmp_path / "remote-home")
+    _hand_made_app(remote.home, "tiny-llama", "tiny-llama")  # a model's id in the pulling store
+    with serving(remote.home, KEYS) as url:
+        with pytest.raises(WorkbenchError, match="apps and models share ids"):
+            Store(tiny_store.home, url=url, api_key=KEY).pull("tiny-llama", kind="app")
+    assert not (tiny_store.home / "apps" / "tiny-llama").exists()
+
+
+def test_an_app_whose_card_names_another_id_is_refused(tiny_store, tmp_path):
+    remote = Store(tmp_path / "remote-home")
+    _hand_made_app(remote.home, "club", "someone-else")
+    with serving(remote.home, KEYS) as url:
+        with pytest.raises(WorkbenchError, match="came with a card for 'someone-else'"):
+            Store(tiny_store.home, url=url, api_key=KEY).pull("club", kind="app")
+    assert not (tiny_store.home / "apps" / "club").exists()
