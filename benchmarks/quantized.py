@@ -1,15 +1,17 @@
 """Quantized variants against torch fp32 and llama.cpp, in one run, on one store model.
 
     .venv/bin/python benchmarks/quantized.py [--model smollm2-135m-instruct] [--dataset shakespeare]
-        [--backends torch,onnxruntime-fused,onnxruntime-int8,onnxruntime-q4,onnxruntime-q4a8,llamacpp]
+        [--backends torch,onnxruntime-fused,onnxruntime-q4,onnxruntime-q4a8,onnxruntime-gqa,...]
 
 Every backend is timed by ``workbench.latency.harness`` (the backends take turns, round by round),
 with the memory read ceiling measured in the same run and thread count, parity against torch
 (max |Δlogits| against the measured fp32 noise floor, greedy tokens equal) and held-out
 perplexity plus mean KL divergence against torch fp32 on ``--dataset``. ``llamacpp`` runs the
-same GGUF file with the same threads (skipped, and said so, when llama-cpp-python is missing),
-in a child process of its own, like every native backend (``runtime.backends.isolated``): when
-one crashes (llama.cpp built natively segfaulted on an AMX CPU), its failure and signal are
+same GGUF file with the same threads (skipped, and said so, when llama-cpp-python is missing);
+``onnxruntime-genai`` runs onnxruntime-genai's builder graph (int4, re-quantized by its builder:
+not the GGUF's blocks) in its own loop (skipped, and said so, when onnxruntime-genai is missing).
+Both run in a child process of their own, like every native backend
+(``runtime.backends.isolated``): when one crashes (llama.cpp built natively segfaulted on an AMX CPU), its failure and signal are
 printed after the table and in the JSON, and every other backend's results are printed as usual.
 
 Exit status: 0 when every backend ran; 3 when a backend failed (while loading or timed: its
@@ -22,6 +24,21 @@ Then the targets of the quantized variants, each a ratio from this run:
 - q4a8: decode at least 1.3x faster than llama.cpp.
 - prefill of 128 tokens at least 2x faster than llama.cpp's (q4 and q4a8).
 
+And those of ONNX Runtime's own decode graph (issue 23), on the ``gqa`` backends:
+
+- ``onnxruntime-gqa-q4`` (exact: 64/64 greedy tokens, logits within the fp32 bar) decodes faster
+  than llama.cpp; ``onnxruntime-gqa-q4a8`` at least 1.3x llama.cpp; their prefill of 128 tokens
+  at least 2x llama.cpp's;
+- our loop at least 0.95x onnxruntime-genai's: ``onnxruntime-gqa-q4a8`` (the builder's graph
+  shape, the same int4 x int8 ``MatMulNBits`` kernels, the GGUF's blocks) against
+  ``onnxruntime-genai`` (its builder's int4 graph, its loop). The graphs are not byte-equal: the
+  GGUF's LM head is Q8_0 where the builder's is int4, and Q4_1's offsets add small corrections;
+- fp32 decode (``onnxruntime-gqa``) reading its weights at 85 % or more of the memory read
+  ceiling measured in the run.
+
+A target whose reference backend did not run (llama.cpp not installed, or failed) is reported as
+not met, with why.
+
 The last line is JSON: the result (``BenchResult.to_json()`` without raw samples, with
 ``failures`` and ``machine``) plus ``targets``. A target against a backend that failed is
 reported as not met, with the failure as its value.
@@ -33,54 +50,111 @@ import json
 import os
 import sys
 
-from workbench.cli.onnx import BACKEND_FAILED, format_table  # 3: a backend failed, the rest was printed
+from workbench.cli.onnx import (  # 3: a backend failed, the rest was printed
+    BACKEND_FAILED,
+    format_table,
+)
 from workbench.data.loading import load_dataset
 from workbench.latency.harness import make_backends, run_benchmark
 from workbench.latency.results import BenchConfig
 from workbench.latency.speeds import record_speeds
-from workbench.runtime.backends import LLAMACPP, llamacpp_installed
+from workbench.runtime.backends import (
+    LLAMACPP,
+    ORT_GENAI,
+    ORT_GQA,
+    ORT_GQA_Q4,
+    ORT_GQA_Q4A8,
+    genai_installed,
+    llamacpp_installed,
+)
+from workbench.runtime.backends.genai import INSTALL_HINT as GENAI_HINT
 from workbench.runtime.backends.hints import INSTALL_HINT
 from workbench.runtime.devices import set_threads
 from workbench.runtime.loading import load_model
 from workbench.store import Store
 
-DEFAULT = "torch,onnxruntime-fused,onnxruntime-int8,onnxruntime-q4,onnxruntime-q4a8,llamacpp"
+DEFAULT = ("torch,onnxruntime-fused,onnxruntime-q4,onnxruntime-q4a8,onnxruntime-gqa,onnxruntime-gqa-q4,"
+           "onnxruntime-gqa-q4a8,onnxruntime-genai,llamacpp")
+GQA, GQA_Q4, GQA_Q4A8 = ORT_GQA, ORT_GQA_Q4, ORT_GQA_Q4A8
+CEILING_GOAL = 0.85  # fp32 decode: share of the measured read ceiling
+LOOP_GOAL = 0.95  # our loop against onnxruntime-genai's
+
+
+def _row(name: str, value, goal: str, met: bool) -> dict:
+    return {"name": name, "value": value, "goal": goal, "met": bool(met)}
+
+
+def _exactness(result, name: str, with_ppl: bool) -> list[dict]:
+    """A backend that must be exact: every greedy token, logits within the fp32 bar (and the
+    perplexity within 0.1 % of torch's when ``with_ppl`` and measured)."""
+    p = result.parity[name]
+    out = [_row(f"{name} greedy tokens equal to torch", f"{p.greedy_match}/{p.greedy_total}", "all",
+                p.greedy_match == p.greedy_total),
+           _row(f"{name} max |Δlogits| within the fp32 bar", p.max_abs_diff, f"≤ {p.tolerance:.2e}",
+                p.max_abs_diff <= p.tolerance)]
+    if with_ppl and "torch" in result.quality and name in result.quality:
+        rel = result.quality[name].perplexity / result.quality["torch"].perplexity - 1
+        out.append(_row(f"{name} perplexity vs torch fp32", f"{rel:+.4%}", "within ±0.1%", abs(rel) <= 0.001))
+    return out
+
+
+def _against_llamacpp(result, have: dict, names: tuple[str, str], why_missing: str | None) -> list[dict]:
+    """Decode and prefill-128 ratios of (q4, q4a8)-like backends against llama.cpp's."""
+    llama = have.get(LLAMACPP)
+    q4, q4a8 = names
+    wanted = [(f"{q4} decode speed / llama.cpp's", "> 1"), (f"{q4a8} decode speed / llama.cpp's", "≥ 1.3"),
+              (f"{q4} prefill 128 speed / llama.cpp's", "≥ 2"), (f"{q4a8} prefill 128 speed / llama.cpp's", "≥ 2")]
+    if llama is None:
+        return [_row(n, f"not measured: {why_missing}", g, False) for n, g in wanted if n.split()[0] in have]
+    out = []
+    ctx = result.config.decode_prompt_length
+    for name, goal in ((q4, 1.0), (q4a8, 1.3)):
+        if name in have:
+            ratio = llama.decode.p50 / have[name].decode.p50
+            out.append(_row(f"{name} decode speed / llama.cpp's (context {ctx})", round(ratio, 3),
+                            "> 1" if goal == 1.0 else f"≥ {goal}", ratio > goal if goal == 1.0 else ratio >= goal))
+    n = 128 if 128 in llama.prefill else max(llama.prefill)
+    for name in (q4, q4a8):
+        r = have.get(name)
+        if r is not None and n in r.prefill:
+            ratio = llama.prefill[n].p50 / r.prefill[n].p50
+            out.append(_row(f"{name} prefill {n} speed / llama.cpp's", round(ratio, 3), "≥ 2", ratio >= 2))
+    return out
 
 
 def targets(result) -> list[dict]:
-    """Each target as {name, value, goal, met} from this run's numbers."""
+    """Each target as {name, value, goal, met} from this run's numbers (see the module docstring)."""
     have = {r.backend: r for r in result.results}
+    why = (f"failed: {result.failures[LLAMACPP].get('signal') or result.failures[LLAMACPP].get('error')}"
+           if LLAMACPP in result.failures else "llamacpp was not run (llama-cpp-python is not installed here)")
     out = []
-    llama = have.get(LLAMACPP)
-    q4, q4a8 = have.get("onnxruntime-q4"), have.get("onnxruntime-q4a8")
-    if q4 is not None:
-        p = result.parity["onnxruntime-q4"]
-        out.append({"name": "q4 greedy tokens equal to torch", "value": f"{p.greedy_match}/{p.greedy_total}",
-                    "goal": "all", "met": p.greedy_match == p.greedy_total})
-        out.append({"name": "q4 max |Δlogits| within the fp32 bar", "value": p.max_abs_diff,
-                    "goal": f"≤ {p.tolerance:.2e}", "met": p.max_abs_diff <= p.tolerance})
-        if "torch" in result.quality and "onnxruntime-q4" in result.quality:
-            rel = result.quality["onnxruntime-q4"].perplexity / result.quality["torch"].perplexity - 1
-            out.append({"name": "q4 perplexity vs torch fp32", "value": f"{rel:+.4%}", "goal": "within ±0.1%",
-                        "met": abs(rel) <= 0.001})
-    if llama is not None:
-        ctx = result.config.decode_prompt_length
-        for name, goal in (("onnxruntime-q4", 1.0), ("onnxruntime-q4a8", 1.3)):
-            if name in have:
-                ratio = llama.decode.p50 / have[name].decode.p50
-                out.append({"name": f"{name} decode speed / llama.cpp's (context {ctx})", "value": round(ratio, 3),
-                            "goal": f"> {goal}" if goal == 1.0 else f"≥ {goal}",
-                            "met": ratio > goal if goal == 1.0 else ratio >= goal})
-        n = 128 if 128 in llama.prefill else max(llama.prefill)
-        for r in (q4, q4a8):
-            if r is not None and n in r.prefill:
-                ratio = llama.prefill[n].p50 / r.prefill[n].p50
-                out.append({"name": f"{r.backend} prefill {n} speed / llama.cpp's", "value": round(ratio, 3),
-                            "goal": "≥ 2", "met": ratio >= 2})
+    if "onnxruntime-q4" in have:
+        out += _exactness(result, "onnxruntime-q4", with_ppl=True)
+    out += _against_llamacpp(result, have, ("onnxruntime-q4", "onnxruntime-q4a8"), why)
+    if GQA in have:
+        out += _exactness(result, GQA, with_ppl=False)
+        ceiling = result.bandwidth_gb_s
+        share = have[GQA].weights_gb_per_s / ceiling
+        out.append(_row(f"{GQA} (fp32) decode weight reads / read ceiling ({ceiling:.1f} GB/s)", round(share, 3),
+                        f"≥ {CEILING_GOAL}", share >= CEILING_GOAL))
+    if GQA_Q4 in have:
+        out += _exactness(result, GQA_Q4, with_ppl=True)
+    out += _against_llamacpp(result, have, (GQA_Q4, GQA_Q4A8), why)
+    genai = have.get(ORT_GENAI)
+    if GQA_Q4A8 in have:
+        if genai is not None:
+            ratio = genai.decode.p50 / have[GQA_Q4A8].decode.p50
+            out.append(_row(f"our loop ({GQA_Q4A8}) decode speed / onnxruntime-genai's loop", round(ratio, 3),
+                            f"≥ {LOOP_GOAL}", ratio >= LOOP_GOAL))
+        else:
+            failure = result.failures.get(ORT_GENAI)
+            reason = (f"failed: {failure.get('signal') or failure.get('error')}" if failure
+                      else "onnxruntime-genai was not run")
+            out.append(_row(f"our loop ({GQA_Q4A8}) decode speed / onnxruntime-genai's loop",
+                            f"not measured: {reason}", f"≥ {LOOP_GOAL}", False))
     for name, failure in result.failures.items():
-        if name == LLAMACPP or name in ("onnxruntime-q4", "onnxruntime-q4a8"):
-            out.append({"name": f"{name} ran", "value": f"failed: {failure.get('signal') or failure.get('error')}",
-                        "goal": "targets against it measured", "met": False})
+        out.append(_row(f"{name} ran", f"failed: {failure.get('signal') or failure.get('error')}",
+                        "targets against it measured", False))
     for row in out:
         print(f"{'MET ' if row['met'] else 'MISS'} {row['name']}: {row['value']} (goal {row['goal']})")
     return out
@@ -106,6 +180,9 @@ def main(argv=None) -> int:
     if LLAMACPP in names and not llamacpp_installed():
         print(f"llamacpp skipped: llama-cpp-python is not installed. Add it with {INSTALL_HINT}.", file=sys.stderr)
         names.remove(LLAMACPP)
+    if ORT_GENAI in names and not genai_installed():
+        print(f"{ORT_GENAI} skipped: onnxruntime-genai is not installed. Add it with {GENAI_HINT}.", file=sys.stderr)
+        names.remove(ORT_GENAI)
 
     def say(f, m):
         print(f"\r{f:4.0%} {m[:70]:<70}", end="", file=sys.stderr)

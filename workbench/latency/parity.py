@@ -69,6 +69,7 @@ class Threshold:
 THRESHOLDS = {"fp32": Threshold(True), "fused": Threshold(True), "q4": Threshold(True),
               "gqa": Threshold(True), "gqa_q4": Threshold(True),  # ONNX Runtime's own graph, same bars
               "int8": Threshold(False), "q4a8": Threshold(False), "gqa_q4a8": Threshold(False),
+              "genai_int4": Threshold(False),  # onnxruntime-genai's builder re-quantizes: judged on tokens
               "gguf": Threshold(False)}
 
 

@@ -91,7 +91,7 @@ def build(model_dir: Path, out: Path, precision: str = "fp32", extra: str = "") 
     """Run onnxruntime-genai's model builder on a saved Hugging Face folder into ``out`` (its
     ``model.onnx``, ``model.onnx.data``, ``genai_config.json`` and tokenizer files); returns
     ``out / "model.onnx"``. ``precision`` is the builder's (fp32, int4, ...); ``extra`` its
-    ``--extra_options`` text. Raises ``UnsupportedModelError`` for an architecture it does not build."""
+    ``--extra_options`` (KEY=VALUE pairs, space-separated). Raises ``UnsupportedModelError`` for an architecture it does not build."""
     if not builder_installed():
         raise UnsupportedModelError("onnxruntime-genai is not installed: `pip install -e '.[bench]'` "
                                     "(onnxruntime-genai==0.18.0) adds the builder route.")
@@ -105,7 +105,7 @@ def build(model_dir: Path, out: Path, precision: str = "fp32", extra: str = "") 
     out = Path(out)
     cache = out.parent / f"{out.name}-builder-cache"
     with _nested_rope_read():
-        options = gb.parse_extra_options(None, str(model_dir), str(out), precision, "cpu", str(cache), extra)
+        options = gb.parse_extra_options(None, str(model_dir), str(out), precision, "cpu", str(cache), extra.split())  # a list of KEY=VALUE
         gb.create_model(None, str(model_dir), str(out), precision, "cpu", str(cache), **options)
     import shutil
 
