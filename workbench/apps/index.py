@@ -7,6 +7,10 @@ the ``k`` best passages with their scores (higher is better: minus FTS5's ``bm25
 Queries are built from the question's words: lower-cased, stop words and one- or two-letter
 words dropped, each quoted and OR-ed, matched through the ``porter`` tokenizer (so "opens"
 finds "opening"). A question with no word left finds nothing.
+
+An index records the schema it was written with; ``indexed_sources`` refuses one of another
+schema (``KnowledgeIndexError``), so an app saved by an older version (other passages) is
+rebuilt on its next turn like one whose files changed.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 from ..errors import WorkbenchError
 from .knowledge import Passage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 3: sentence-sized passages (knowledge.PASSAGE_TARGET_CHARS = 1)
 STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "aren't", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "tell", "please", "does", "say", "said", "give", "know", "get"])
 
 
@@ -74,6 +78,10 @@ def indexed_sources(path: str | Path) -> dict[str, str]:
     """``{file name: sha256}`` of the files the index was built from."""
     con = _connect(Path(path))
     try:
+        schema = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if schema is None or schema[0] != str(SCHEMA_VERSION):
+            raise KnowledgeIndexError(f"{path} was written by another version (schema {schema and schema[0]}, "
+                                      f"this one reads {SCHEMA_VERSION}); save the app again to rebuild it.")
         return dict(con.execute("SELECT file, sha256 FROM sources").fetchall())
     except sqlite3.DatabaseError as err:
         raise KnowledgeIndexError(f"{path} is not a readable index ({err}); save the app again.") from err
@@ -81,19 +89,21 @@ def indexed_sources(path: str | Path) -> dict[str, str]:
         con.close()
 
 
-def query_terms(question: str) -> list[str]:
-    """The words of ``question`` that go to the index (see the module docstring), in order, once each."""
+def query_terms(question: str, stop_words: bool = True) -> list[str]:
+    """The words of ``question`` that go to the index (see the module docstring), in order, once
+    each; ``stop_words=False`` keeps the stop words (the benchmark measures both)."""
     words = re.findall(r"\w+", question.lower())
     seen: dict[str, None] = {}
     for w in words:
-        if len(w) > 2 and w not in STOP_WORDS:
+        if len(w) > 2 and (w not in STOP_WORDS or not stop_words):
             seen.setdefault(w, None)
     return list(seen)
 
 
-def search(path: str | Path, question: str, k: int = 1) -> list[tuple[Passage, float]]:
-    """The ``k`` best passages for ``question`` by BM25, best first, with scores (higher better)."""
-    terms = query_terms(question)
+def search(path: str | Path, question: str, k: int = 1, stop_words: bool = True) -> list[tuple[Passage, float]]:
+    """The ``k`` best passages for ``question`` by BM25, best first, with scores (higher better);
+    ties keep the files' order. ``stop_words``: as in ``query_terms``."""
+    terms = query_terms(question, stop_words)
     if not terms or k < 1:
         return []
     match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

@@ -173,22 +173,78 @@ def _pieces(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]
     return _pieces(text, start, cut, limit) + _pieces(text, cut, end, limit)
 
 
-def split_passages(name: str, text: str, max_chars: int = 1200) -> list[Passage]:
-    """The passages of one file's text: Markdown sections (a heading line and what follows it up to
-    the next heading), each cut at paragraph breaks into spans of at most ``max_chars``; text
-    without headings is cut the same way. A passage's ``heading`` is the path of headings over it."""
-    bounds: list[tuple[int, int, str]] = []  # (start, end, heading path)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*[ \t]+(?=[A-Z0-9\"'(\[*_`])")
+_LIST_ITEM = re.compile(r"\n(?=[ \t]*(?:[-*+]|\d+[.)])[ \t])")
+_PLAIN_START = re.compile(r"[ \t]*(?:[-*+]|\d+[.)])?[ \t]*[\w\"'(*_]")
+PASSAGE_TARGET_CHARS = 1  # one sentence or list item a passage (0: whole sections); see split_passages
+
+
+def _units(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The smallest pieces of ``[start, end)`` a passage is built from: the sentences of prose
+    paragraphs and the items of lists; a code block, table or other paragraph stays whole."""
+    units: list[tuple[int, int]] = []
+    para_start = start
+    bounds = [m.start() for m in _BLANK.finditer(text, start, end)] + [end]
+    for cut in bounds:
+        a, b = _strip(text, para_start, cut)
+        para_start = cut
+        if a >= b:
+            continue
+        para = text[a:b]
+        if not _PLAIN_START.match(para) or para.lstrip().startswith(("```", "|", "~~~", "    ")):
+            units.append((a, b))
+            continue
+        starts = [a] + [a + m.end() for m in _LIST_ITEM.finditer(para)]
+        for i, s0 in enumerate(starts):
+            s1 = starts[i + 1] if i + 1 < len(starts) else b
+            pos = s0
+            for m in _SENTENCE_END.finditer(text, s0, s1):
+                units.append(_strip(text, pos, m.start()))
+                pos = m.end()
+            units.append(_strip(text, pos, s1))
+    return [(a, b) for a, b in units if b > a]
+
+
+def _packed(text: str, start: int, end: int, target: int, limit: int) -> list[tuple[int, int]]:
+    """Consecutive units of ``[start, end)`` packed into spans of about ``target`` characters
+    (a span grows while it stays within ``target``; a longer unit stands alone, cut at ``limit``)."""
+    spans: list[tuple[int, int]] = []
+    for a, b in _units(text, start, end):
+        if spans and b - spans[-1][0] <= target:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((a, b))
+    return [piece for a, b in spans for piece in _pieces(text, a, b, limit)]
+
+
+def split_passages(name: str, text: str, max_chars: int = 1200, target_chars: int | None = None) -> list[Passage]:
+    """The passages of one file's text, in order. The text is cut into Markdown sections (a heading
+    line and what follows it up to the next heading; text before the first heading is a section
+    without heading). A passage's ``heading`` is the path of headings over it.
+
+    ``target_chars`` (default ``PASSAGE_TARGET_CHARS``) 0: each section is one passage, cut at
+    paragraph breaks into spans of at most ``max_chars``. Over 0: a section's body (its heading
+    line left out: the heading travels in ``heading``) is cut into sentences and list items, and
+    consecutive ones are packed into passages of at most ``target_chars`` (a longer sentence is a
+    passage alone, cut at ``max_chars``); a section with no body gives its heading line. Spans are
+    exact either way: ``passage.text == text[start:end]``, no surrounding whitespace."""
+    target = PASSAGE_TARGET_CHARS if target_chars is None else target_chars
+    bounds: list[tuple[int, int, int, str]] = []  # (start, body start, end, heading path)
     stack: list[tuple[int, str]] = []
     heads = list(_HEADING.finditer(text))
     if not heads or heads[0].start() > 0:
-        bounds.append((0, heads[0].start() if heads else len(text), ""))
+        first = heads[0].start() if heads else len(text)
+        bounds.append((0, 0, first, ""))
     for i, m in enumerate(heads):
         level = len(m.group(1))
         stack = [(lv, t) for lv, t in stack if lv < level] + [(level, m.group(2).strip())]
         end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
-        bounds.append((m.start(), end, " > ".join(t for _, t in stack)))
+        bounds.append((m.start(), m.end(), end, " > ".join(t for _, t in stack)))
     passages = []
-    for start, end, heading in bounds:
-        for a, b in _pieces(text, start, end, max_chars):
-            passages.append(Passage(name, heading, a, b, text[a:b]))
+    for start, body, end, heading in bounds:
+        if target <= 0:
+            spans = _pieces(text, start, end, max_chars)
+        else:
+            spans = _packed(text, body, end, target, max_chars) or _pieces(text, start, body, max_chars)
+        passages += [Passage(name, heading, a, b, text[a:b]) for a, b in spans]
     return passages

@@ -1,8 +1,9 @@
 """Prompt assembly for an app turn: instructions, few-shot examples, the retrieved passages and
 the question, in the base model's chat template, within its context budget.
 
-Placement ``system``: the passages follow the instructions in the system turn; ``user``: they
-precede the question in the user turn. The budget is the model's context length minus
+Placement ``system``: the passages follow the instructions in the system turn (after
+``KNOWLEDGE_LEAD``); ``user``: they precede the question in the user turn (``Knowledge: ...
+Question: ...``, see ``USER_FRAMES``). Each passage is shown under its section's heading. The budget is the model's context length minus
 ``max_new_tokens``, counted with the model's own tokenizer on the exact text sent. When the prompt
 does not fit, what goes first is, in order: earlier turns of the conversation (oldest first), the
 few-shot examples, passages (lowest ranked first), then the question is cut (its start kept);
@@ -18,6 +19,11 @@ from .card import AppCard
 
 KNOWLEDGE_LEAD = "Answer from the passages below, in a few words."
 MIN_QUESTION_TOKENS = 8
+USER_FRAMES = {  # how the user turn puts passages and question; "plain" is what placement "user" sends
+    "plain": "Knowledge:\n{block}\n\nQuestion: {question}",
+    "brief": "Knowledge:\n{block}\n\nQuestion: {question}\nAnswer in a few words.",
+}
+USER_FRAME = "plain"
 
 
 @dataclass
@@ -61,7 +67,11 @@ def passage_block(citations: list[Citation]) -> str:
     return "\n\n".join(parts)
 
 
-def build_messages(card: AppCard, question: str, history, citations: list[Citation], examples) -> list[dict]:
+def build_messages(card: AppCard, question: str, history, citations: list[Citation], examples,
+                   user_frame: str | None = None) -> list[dict]:
+    """The turns sent, before the chat template: system (instructions, passages when placed
+    there), the examples, ``history``, then the user turn (``user_frame``: a ``USER_FRAMES`` key,
+    default ``USER_FRAME``, when the passages go there)."""
     system = card.instructions.strip()
     user = question
     if citations:
@@ -69,7 +79,7 @@ def build_messages(card: AppCard, question: str, history, citations: list[Citati
         if card.knowledge.placement == "system":
             system = "\n\n".join(x for x in (system, KNOWLEDGE_LEAD, block) if x)
         else:
-            user = f"Knowledge:\n{block}\n\nQuestion: {question}"
+            user = USER_FRAMES[user_frame or USER_FRAME].format(block=block, question=question)
     messages = [{"role": "system", "content": system}] if system else []
     for ex in examples:
         messages += [{"role": "user", "content": ex.user}, {"role": "assistant", "content": ex.assistant}]
