@@ -157,17 +157,34 @@ def app_digest(store, app_id: str) -> str:
     return entry_digest(read_manifest(store, app_id)["files"])
 
 
+def _shipped_digest(source: Path, card: AppCard) -> str:
+    """What a built-in app ships as: its card and knowledge files as they are in the package."""
+    return entry_digest(files_map_of(source, [CARD, *card.knowledge.files]))
+
+
+def files_map_of(folder: Path, rels) -> dict:
+    return {rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)} for rel in rels}
+
+
 def ensure_installed(store, app_id: str) -> Path:
-    """The app's folder in the store; a built-in one is copied in first if it is not there."""
+    """The app's folder in the store. A built-in one is copied in first if it is not there, and
+    copied again when the shipped version changed (a new workbench), unless it was edited here
+    (an edit saves it without the ``builtin`` origin)."""
     path = app_dir(store, app_id)
-    if (path / MANIFEST).is_file():
-        return path
+    installed = (path / MANIFEST).is_file()
     if app_id not in builtin_ids():
-        get_card(store, app_id)  # raises UnknownAppError with the list
+        if not installed:
+            get_card(store, app_id)  # raises UnknownAppError with the list
+        return path
     source = builtin_apps_dir() / app_id
     card = read_app_card(source / CARD)
-    return save_app(store, card, [source / f for f in card.knowledge.files], origin={"builtin": True},
-                    exist_ok=True)
+    shipped = _shipped_digest(source, card)
+    if installed:
+        origin = read_manifest(store, app_id).get("origin") or {}
+        if not origin.get("builtin") or origin.get("shipped") == shipped:
+            return path
+    return save_app(store, card, [source / f for f in card.knowledge.files],
+                    origin={"builtin": True, "shipped": shipped}, exist_ok=not installed, replace=installed)
 
 
 def passages_of(folder: Path, card: AppCard) -> tuple[list[Passage], dict[str, str]]:

@@ -184,3 +184,23 @@ def test_app_tests_are_recorded_and_go_stale(store, handbook):
     save_app(tiny_store, card.with_changes(instructions="Other."), [handbook], replace=True)
     status = status_of(tiny_store, "club")
     assert status.state == "stale" and "changed" in status.reason
+
+
+def test_a_builtin_app_follows_its_shipped_version_unless_edited_here(tiny_store, tmp_path, monkeypatch):
+    import shutil
+
+    from workbench.apps import catalog
+
+    shipped = tmp_path / "builtin"
+    shutil.copytree(catalog.builtin_apps_dir() / "harbour-handbook", shipped / "harbour-handbook")
+    monkeypatch.setattr(catalog, "builtin_apps_dir", lambda: shipped)
+    folder = catalog.ensure_installed(tiny_store, "harbour-handbook")
+    kb = next((shipped / "harbour-handbook" / "knowledge").iterdir())
+    kb.write_text(kb.read_text() + "\n## New section\nThe café opens at noon.\n")  # a newer workbench ships more
+    catalog.ensure_installed(tiny_store, "harbour-handbook")
+    assert "The café opens at noon." in (folder / "knowledge" / kb.name).read_text()
+    card = catalog.get_card(tiny_store, "harbour-handbook").with_changes(name="Our own helper")
+    catalog.save_app(tiny_store, card, [folder / "knowledge" / kb.name], replace=True)  # edited here
+    kb.write_text(kb.read_text() + "\nAnother shipped change.\n")
+    catalog.ensure_installed(tiny_store, "harbour-handbook")
+    assert catalog.get_card(tiny_store, "harbour-handbook").name == "Our own helper"  # the edit stays
