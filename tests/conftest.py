@@ -55,6 +55,20 @@ def long_model_dir(tmp_path_factory) -> Path:
     return tiny_models.build_long_llama(tmp_path_factory.mktemp("tiny-long"))
 
 
+@pytest.fixture(scope="session")
+def long_chat_dir(tmp_path_factory):
+    """A tiny Llama reading 4,096 tokens, with the chat template (passages fit beside a question)."""
+    from transformers import AutoTokenizer
+
+    from workbench.testing import tiny_models
+
+    path = tiny_models.build_long_llama(tmp_path_factory.mktemp("long-chat"))
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.chat_template = tiny_models.CHAT_TEMPLATE
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def tiny_store(isolated_home, tiny_model_dirs):
     """A fresh store with the tiny models installed (see ``make_tiny_store``)."""

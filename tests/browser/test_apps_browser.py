@@ -13,12 +13,12 @@ def ask(page, placeholder: str, text: str) -> None:
 
 
 def open_citation(page) -> None:
-    """Open the answer's first citation: the passage shows, as it is in the file."""
+    """Open the answer's first citation: the passage shows as it is in the file (its heading path in the label)."""
     cite = page.locator('[data-testid="stExpander"]').filter(has_text="[1] hours.md › Club > Hours").last
     cite.get_by_text("[1] hours.md").click()
     passage = cite.locator('[data-testid="stText"]')
     passage.wait_for(timeout=10_000)
-    assert passage.inner_text().strip() == "## Hours\nOpens at 5:45."
+    assert passage.inner_text().strip() == "Opens at 5:45."  # the sentence; its heading is in the label
 
 
 def test_create_chat_cite_export_remove_import_chat(app_url, page, tmp_path):

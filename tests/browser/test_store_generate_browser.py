@@ -28,16 +28,18 @@ def test_script_in_prompt_is_text(app_url, page):
     assert dialogs == []
 
 
-def test_store_page_remove_and_install(app_url, page):
+def test_store_page_remove_and_add_again(app_url, page, tiny_model_dirs):
     page.goto(app_url + "/store")
     wait_idle(page)
     page.get_by_role("heading", name="Model store").wait_for()
     card = page.locator(".st-key-card_tiny-gemma3")
     card.get_by_role("button", name="Remove").click()
     wait_idle(page)
-    card = page.locator(".st-key-card_tiny-gemma3")
-    card.get_by_role("button", name="Install").click()
-    wait_idle(page)
+    page.locator(".st-key-card_tiny-gemma3").wait_for(state="detached")  # a user's model leaves with its card
+    page.locator(".st-key-add_id input").fill("tiny-gemma3")
+    page.locator(".st-key-add_location input").fill(str(tiny_model_dirs["gemma3"]))
+    page.get_by_role("button", name="Add and install").click()
+    wait_idle(page, 120_000)
     page.locator(".st-key-card_tiny-gemma3").get_by_text("installed").first.wait_for()
     shot(page.locator('[data-testid="stMain"]'), "store")
 

@@ -12,20 +12,6 @@ from workbench.apps.knowledge import knowledge_text
 HANDBOOK = "# Club\n\n## Hours\nThe boathouse opens at 5:45.\n\n## Fees\nStudents pay 90 crowns.\n"
 
 
-@pytest.fixture(scope="session")
-def long_chat_dir(tmp_path_factory):
-    """A tiny Llama reading 4,096 tokens, with the chat template (passages fit beside a question)."""
-    from transformers import AutoTokenizer
-
-    from workbench.testing import tiny_models
-
-    path = tiny_models.build_long_llama(tmp_path_factory.mktemp("long-chat"))
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.chat_template = tiny_models.CHAT_TEMPLATE
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def club(tiny_store, tmp_path, long_chat_dir):
     tiny_store.add("tiny-long-chat", local_dir=long_chat_dir)

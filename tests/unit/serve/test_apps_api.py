@@ -19,20 +19,6 @@ QUESTION = "How much do students pay?"
 TIMEOUT = 60
 
 
-@pytest.fixture(scope="module")
-def long_chat_dir(tmp_path_factory):
-    """A tiny Llama reading 4,096 tokens, with the chat template (passages fit beside a question)."""
-    from transformers import AutoTokenizer
-
-    from workbench.testing import tiny_models
-
-    path = tiny_models.build_long_llama(tmp_path_factory.mktemp("long-chat"))
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.chat_template = tiny_models.CHAT_TEMPLATE
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def store(tiny_store, long_chat_dir, tmp_path):
     tiny_store.add("tiny-long-chat", local_dir=long_chat_dir)
