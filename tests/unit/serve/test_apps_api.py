@@ -116,7 +116,7 @@ def test_chat_applies_the_app_and_cites_its_passage(served, store):
     assert r.usage.prompt_tokens == prepared.prompt_tokens  # instructions and passage in the prompt
     (c,) = r.model_extra["citations"]
     assert c == prepared.citations[0].to_json() and c["heading"] == "Club > Fees"
-    assert app.knowledge_text(c["file"])[c["start"]:c["end"]] == c["text"] == "## Fees\nStudents pay 90 crowns."
+    assert app.knowledge_text(c["file"])[c["start"]:c["end"]] == c["text"] == "Students pay 90 crowns."
 
 
 def test_the_apps_settings_apply_and_the_requests_win(served, store):
