@@ -265,7 +265,6 @@ class Uploads:
         self._open: dict[str, Upload] = {}
 
     def open(self, kind: str, entry_id: str, card, manifest: dict, index: StoreIndex) -> tuple[Upload, list[str]]:
-        self.expire()
         entries.check_kind(kind)
         entries._valid_id(entry_id)
         files = entries.check_manifest(manifest, kind)
@@ -309,7 +308,11 @@ class Uploads:
 
 
 def _uploads(request: Request) -> Uploads:
-    return request.app.state.uploads
+    """The server's uploads, with those idle past ``UPLOAD_IDLE_S`` deleted first (so an
+    abandoned push's folder goes at the next upload request of any kind)."""
+    uploads = request.app.state.uploads
+    uploads.expire()
+    return uploads
 
 
 @router.post("/v1/store/uploads", status_code=201)

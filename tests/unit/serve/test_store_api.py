@@ -279,3 +279,17 @@ def test_store_only_cli_server_never_loads_torch(tiny_store, tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(20)
+
+
+def test_an_abandoned_push_goes_at_the_next_upload_request(other, tiny_store, monkeypatch):
+    from workbench.serve import store_api
+
+    entry = entries.read_entry(tiny_store, "model", "tiny-gpt2")
+    token = _open(other, "model", "tiny-gpt2", entry["card"], entry["manifest"]).json()["upload"]
+    assert list(other.store.staging_dir.iterdir())  # its folder
+    monkeypatch.setattr(store_api.Uploads.expire, "__defaults__", (0.0,))  # every upload is idle now
+    r = requests.post(f"{other.url}/v1/store/uploads/not-a-token/commit", headers=_h(other), timeout=TIMEOUT)
+    assert r.status_code == 404  # any upload request sweeps the idle ones first
+    assert list(other.store.staging_dir.iterdir()) == []
+    r = requests.post(f"{other.url}/v1/store/uploads/{token}/commit", headers=_h(other), timeout=TIMEOUT)
+    assert r.status_code == 404
