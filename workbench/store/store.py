@@ -59,6 +59,7 @@ from .sources import (
 MANIFEST = "manifest.json"
 LOADER = "workbench.runtime.loading:load_model"  # what download_model loads with (a dotted path)
 APP_OPENER = "workbench.apps.app:open_app"  # what Store.app opens apps with (the store never imports apps)
+PARTIAL_KEEP_S = 7 * 24 * 3600  # how long the bytes of an unfinished pull wait for a resume
 INSTALLED, AVAILABLE, NEEDS_NETWORK, DAMAGED = "installed", "available", "needs-network", "damaged"
 SOURCE_MISSING = "source-missing"  # a user's card whose local folder or file is gone: cannot be installed
 
@@ -307,7 +308,8 @@ class Store:
     # --- install ---------------------------------------------------------------------------
 
     def sweep_staging(self) -> list[Path]:
-        """Delete staging folders left by processes that died mid-install."""
+        """Delete staging folders left by processes that died mid-install, and the bytes of pulls
+        not resumed for ``PARTIAL_KEEP_S`` (with their lock files)."""
         removed = []
         for d in self.staging_dir.iterdir():
             try:
@@ -317,6 +319,16 @@ class Store:
             if pid <= 0 or not pid_alive(pid):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
+        partial = self.home / ".partial"  # bytes of pulls (``transfer``), kept for a resume
+        if partial.is_dir():
+            stale = time.time() - PARTIAL_KEEP_S
+            for f in partial.iterdir():
+                try:
+                    if f.is_file() and f.stat().st_mtime < stale:  # a pull nobody resumed for a week
+                        f.unlink()
+                        removed.append(f)
+                except OSError:
+                    continue
         return removed
 
     def _check_disk(self, card: ModelCard) -> None:

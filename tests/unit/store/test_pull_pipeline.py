@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,18 @@ def test_a_server_that_ignores_the_range_restarts_the_file_from_zero(tiny_store,
     assert f"bytes={len(data) // 2}-" in asked  # it asked for the rest, got the whole file, started over
     assert (local.path("tiny-llama") / "model.safetensors").read_bytes() == data
     assert local.verify("tiny-llama").ok
+
+
+def test_the_bytes_of_a_pull_nobody_resumes_go_after_a_week(tmp_path):
+    from workbench.store import store as store_module
+
+    home = tmp_path / "home"
+    Store(home)
+    partial = home / ".partial"
+    partial.mkdir()
+    old, recent = partial / ("a" * 64), partial / ("b" * 64)
+    old.write_bytes(b"x"), recent.write_bytes(b"y")
+    week_ago = time.time() - store_module.PARTIAL_KEEP_S - 60
+    os.utime(old, (week_ago, week_ago))
+    Store(home)  # a start sweeps
+    assert not old.exists() and recent.exists()
