@@ -67,6 +67,8 @@ def cmd_store_remove(args) -> int:
 
 
 def cmd_store_verify(args) -> int:
+    if args.kind in ("dataset", "app"):
+        return _verify_other(args)
     report = Store().verify(args.id, progress=TerminalProgress(), check_origin=not args.offline)
     if report.origin:
         print(f"{report.model_id}: {report.origin}")
@@ -77,6 +79,27 @@ def cmd_store_verify(args) -> int:
     for p in report.problems:
         print(f"  {p}", file=sys.stderr)
     print(f"Reinstall with: workbench store install {report.model_id} --force", file=sys.stderr)
+    return 1
+
+
+def _verify_other(args) -> int:
+    """``store verify ID --kind dataset|app``: its files against its manifest, and its origin."""
+    from ..store.entries import verify_entry
+    from ..store.transfer import origin_report
+
+    store = Store()
+    problems = verify_entry(store, args.kind, args.id)
+    origin = origin_report(store, args.kind, args.id, ask=not args.offline)
+    if origin:
+        print(f"{args.id}: {origin}")
+    if not problems:
+        print(f"{args.id}: ok (every file matches the manifest)")
+        return 0
+    print(f"{args.id}: DAMAGED", file=sys.stderr)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    print(f"Install it again: `workbench store pull {args.id} --kind {args.kind} --from URL --force`, or "
+          f"`workbench {'datasets install' if args.kind == 'dataset' else 'apps import'} ...`.", file=sys.stderr)
     return 1
 
 
@@ -150,6 +173,8 @@ def add_cli(sub) -> None:
         p.add_argument("id")
         if name == "verify":
             p.add_argument("--offline", action="store_true", help="do not ask a pulled entry's origin")
+            p.add_argument("--kind", choices=("model", "dataset", "app"), default="model",
+                           help="what ID names (datasets and apps pulled from another store too)")
         p.set_defaults(func=func)
     p = ssub.add_parser("pull", help="install a model, dataset or app from another workbench's store")
     p.add_argument("id")

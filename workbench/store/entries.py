@@ -49,6 +49,7 @@ from ..common import atomic_write_text
 from ..errors import DiskSpaceError, IntegrityError, InvalidInputError, WorkbenchError
 from .catalog import ID_PATTERN
 from .install import installing
+from .sources import sha256_file
 
 MANIFEST = "manifest.json"
 KINDS = ("model", "dataset", "app")
@@ -552,3 +553,22 @@ def receive_entry(store, kind: str, entry_id: str, card: str | None, manifest: M
             if kind == "model":
                 store.catalog.reload()
     return read_entry(store, kind, entry_id)
+
+
+def verify_entry(store, kind: str, entry_id: str) -> list[str]:
+    """Re-hash an installed entry of any kind against its manifest: the problems found (empty:
+    every file matches). ``UnknownEntryError`` when there is no such entry here."""
+    folder = entry_dir(store, check_kind(kind), entry_id)
+    manifest = _read_json(folder / MANIFEST)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise UnknownEntryError(f"This store has no installed {kind} '{entry_id}' (`workbench store list`).")
+    problems = []
+    for rel, meta in sorted(travelling(kind, manifest)["files"].items()):
+        f = folder / rel
+        if not f.is_file():
+            problems.append(f"{rel}: missing")
+        elif f.stat().st_size != meta.get("size"):
+            problems.append(f"{rel}: size {f.stat().st_size}, expected {meta.get('size')}")
+        elif sha256_file(f) != meta.get("sha256"):
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    return problems

@@ -400,7 +400,7 @@ def origin_report(store: Store, kind: str, item_id: str, api_key: str | None = N
     origin = (manifest or {}).get("origin")
     if not origin:
         return ""
-    local = entry_digest(manifest.get("files", {}))
+    local = entry_digest(travelling(kind, manifest).get("files", {}))
     if local != origin.get("digest"):
         return (f"differs from what was pulled from {origin.get('url')} (its files changed since); pull it again "
                 f"with `workbench store pull {item_id} --from {origin.get('url')} --force`")

@@ -106,6 +106,13 @@ def test_push_and_pull_an_app_with_its_knowledge(tiny_store, tmp_path, capsys, m
     assert 'id = "helper-2"' in (app / "app.toml").read_text()
     manifest = json.loads((app / "manifest.json").read_text())
     assert manifest["origin"]["kind"] == "app" and manifest["origin"]["id"] == "helper-2"
+    capsys.readouterr()
+    assert main(["store", "verify", "helper-2", "--kind", "app", "--offline"]) == 0  # WORKBENCH_HOME: third
+    out = capsys.readouterr().out
+    assert "the same as when pulled from" in out and "every file matches" in out
+    (app / "knowledge" / "notes.md").write_text("# Notes\nThe answer is 43.\n")
+    assert main(["store", "verify", "helper-2", "--kind", "app", "--offline"]) == 1
+    assert "knowledge/notes.md: sha256 differs" in capsys.readouterr().err
 
 
 def test_an_app_saved_with_its_index_in_the_manifest_still_travels_without_it(tiny_store):
