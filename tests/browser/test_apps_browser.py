@@ -6,10 +6,25 @@ HANDBOOK = "# Club\n\n## Hours\nOpens at 5:45.\n"
 
 
 def ask(page, placeholder: str, text: str) -> None:
-    page.get_by_placeholder(placeholder).fill(text)
-    page.keyboard.press("Enter")
+    """Send ``text`` and wait for the answer's sources. A message typed while the page is still
+    rerunning (right after an import switches to the chat) can be dropped by the browser: then the
+    question never shows, and it is sent once more."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(2):
+        wait_idle(page)
+        box = page.get_by_placeholder(placeholder)
+        box.wait_for()
+        box.fill(text)
+        box.press("Enter")
+        try:
+            page.locator('[data-testid="stChatMessage"]').filter(has_text=text).last.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            if attempt:
+                raise
     wait_idle(page)
-    page.get_by_text("Sources").last.wait_for(timeout=60_000)
+    page.get_by_text("Sources").last.wait_for(timeout=120_000)
 
 
 def open_citation(page) -> None:
