@@ -112,8 +112,8 @@ def main() -> int:
     from workbench.serve.server import free_port
     from workbench.store import Store
     from workbench.store.entries import transfer_files
-    from workbench.store.remote import RemoteStore, StoreClient
-    from workbench.store.transfer import partial_dir
+    from workbench.store.remote import StoreClient
+    from workbench.store.transfer import RemoteStore, partial_dir
 
     load_before = os.getloadavg()
     origin = Store()

@@ -9,9 +9,10 @@ from workbench.errors import WorkbenchError
 from workbench.latency.speeds import measured_speeds
 from workbench.quality.results import measured_quality
 from workbench.store import AVAILABLE, DAMAGED, INSTALLED, NEEDS_NETWORK, SOURCE_MISSING
-from workbench.store.remote import RemoteAuthError, RemoteScopeError, RemoteStore
-from workbench.store.remotes import add_remote, list_remotes, remove_remote
 from workbench.store import background as rv
+from workbench.store.remote import RemoteAuthError, RemoteScopeError
+from workbench.store.remotes import add_remote, list_remotes, remove_remote
+from workbench.store.transfer import RemoteStore
 from workbench.views.apps import md  # a remote's names show as typed
 
 sidebar("generate", devices=False)

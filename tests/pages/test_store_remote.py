@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from workbench.serve.keys import KeyStore
 from workbench.store import Store
-from workbench.testing import ROOT
 from workbench.store import background as rv
+from workbench.testing import ROOT
 
 WAIT_S = 60
 
@@ -104,7 +104,7 @@ def held_pull(monkeypatch):
     """``RemoteStore.pull`` that reports half-way, then waits for ``release.set()``."""
     import threading
 
-    from workbench.store.remote import RemoteStore
+    from workbench.store.transfer import RemoteStore
 
     release, calls = threading.Event(), []
 

@@ -10,7 +10,7 @@ import sys
 
 from ..common import human_bytes, human_count
 from ..store import Store, remotes
-from ..store.remote import RemoteStore
+from ..store.transfer import RemoteStore
 from .terminal import TerminalProgress
 
 

@@ -16,13 +16,25 @@
 Imports nothing from ``workbench.runtime`` (``Store.download_model`` calls the loader lazily), and
 no torch at import time.
 """
+from ..common import lazy_exports
 from .catalog import Catalog, ModelCard, Source
-from .remote import RemoteEntry, RemoteStore
 from .store import (
-    AVAILABLE, DAMAGED, INSTALLED, MANIFEST, NEEDS_NETWORK, SOURCE_MISSING, Store, StoreEntry, VerifyReport, default_home,
+    AVAILABLE,
+    DAMAGED,
+    INSTALLED,
+    MANIFEST,
+    NEEDS_NETWORK,
+    SOURCE_MISSING,
+    Store,
+    StoreEntry,
+    VerifyReport,
+    default_home,
 )
 
 __all__ = [
     "AVAILABLE", "DAMAGED", "INSTALLED", "MANIFEST", "NEEDS_NETWORK", "SOURCE_MISSING",
     "Catalog", "ModelCard", "RemoteEntry", "RemoteStore", "Source", "Store", "StoreEntry", "VerifyReport", "default_home",
 ]
+
+# the remote store loads its HTTP client and the pull machinery on first use only
+__getattr__ = lazy_exports(__name__, {"RemoteEntry": ".remote", "RemoteStore": ".transfer"})

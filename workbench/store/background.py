@@ -133,7 +133,7 @@ def start_pull(store, url: str, api_key: str | None, item_id: str, kind: str | N
                force: bool = False) -> Transfer:
     """Pull ``item_id`` from ``url`` into ``store`` in the background (``RemoteStore.pull``)."""
     from workbench.store import Store
-    from workbench.store.remote import RemoteStore
+    from workbench.store.transfer import RemoteStore
 
     home = Path(store.home)
     remote = RemoteStore(url, api_key, local=None)  # validates the URL here, in the caller
@@ -152,7 +152,7 @@ def start_push(store, url: str, api_key: str | None, item_id: str, kind: str | N
     """Push local ``item_id`` to ``url`` in the background (``RemoteStore.push``), under ``as_id``
     when given."""
     from workbench.store import Store
-    from workbench.store.remote import RemoteStore
+    from workbench.store.transfer import RemoteStore
 
     home = Path(store.home)
     url = RemoteStore(url, api_key, local=None).url

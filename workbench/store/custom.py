@@ -13,7 +13,6 @@ from ..errors import InvalidInputError, SourceUnavailableError, UnsupportedModel
 from .catalog import ID_PATTERN
 
 
-
 def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 

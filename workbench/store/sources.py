@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from ..common import Progress, quiet
 from ..errors import IntegrityError, SourceUnavailableError, UnsupportedModelError
 from .catalog import Source
+
 CHUNK = 1 << 20
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 HF_METADATA = (

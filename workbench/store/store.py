@@ -35,7 +35,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import Progress, atomic_write_json, atomic_write_text, file_lock, human_bytes, library_versions, pid_alive, quiet
+from ..common import (
+    Progress,
+    atomic_write_json,
+    atomic_write_text,
+    file_lock,
+    human_bytes,
+    library_versions,
+    pid_alive,
+    quiet,
+)
 from ..errors import (
     DiskSpaceError,
     IntegrityError,
@@ -155,9 +164,9 @@ class Store:
 
     def __new__(cls, home: str | Path | None = None, *, url: str | None = None, api_key: str | None = None):
         if url is not None:
-            from .remote import RemoteStore
+            from .transfer import RemoteStore
 
-            return RemoteStore(url, api_key=api_key, local=Store(home) if home else None)
+            return RemoteStore(url, api_key=api_key, local=Store(home))
         return super().__new__(cls)
 
     def __init__(self, home: str | Path | None = None, *, url: str | None = None, api_key: str | None = None):

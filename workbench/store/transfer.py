@@ -34,19 +34,28 @@ import json
 import os
 import shutil
 import time
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import tomllib
+
 from ..common import Progress, atomic_write_text, file_lock, human_bytes, quiet
 from ..errors import DiskSpaceError, IntegrityError, UnknownModelError, WorkbenchError
+from .blobwriter import HashingWriter
 from .catalog import ID_PATTERN
-from .entries import APP_CARD, BadManifestError, check_card, entry_digest, lock_name, transfer_files, travelling
+from .entries import (
+    APP_CARD,
+    BadManifestError,
+    check_card,
+    entry_digest,
+    lock_name,
+    transfer_files,
+    travelling,
+)
 from .entries import card_path as _card_path
 from .entries import check_manifest as _check_files
 from .entries import entry_dir as entry_root
 from .install import installing
-from .blobwriter import HashingWriter
 from .remote import KINDS, RemoteEntry, StoreClient, stream_file
 from .sources import CHUNK, sha256_file
 
@@ -418,3 +427,59 @@ def origin_report(store: Store, kind: str, item_id: str, api_key: str | None = N
         return (f"differs from its origin: {origin.get('url')} now holds another version of '{origin.get('id')}'; "
                 f"pull it with `workbench store pull {item_id} --from {origin.get('url')}`")
     return f"the same as its origin {origin.get('url')}"
+
+
+# --- the one-liner's remote store -------------------------------------------------------------
+
+class RemoteStore:
+    """Another workbench's store: ``Store(url=URL, api_key=KEY)``. Lists its catalog; pulls into
+    the local store (``local``, the default store unless given); pushes local entries to it."""
+
+    def __init__(self, url: str, api_key: str | None = None, local: Store | None = None, timeout: float = 30.0):
+        self.client = StoreClient(url, api_key, timeout)
+        self.url = self.client.url
+        self._local = local
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.url!r})"
+
+    @property
+    def local(self) -> Store:
+        if self._local is None:
+            raise WorkbenchError("This RemoteStore was made without a local store to pull into: make it with "
+                                 "`Store(url=URL, api_key=KEY)` (the default store) or pass local=Store(HOME).")
+        return self._local
+
+    def list(self, kind: str | None = None) -> list[RemoteEntry]:
+        """The remote catalog (every entry it holds, or those of ``kind``)."""
+        return [e for e in self.client.index() if kind is None or e.kind == kind]
+
+    def entry(self, item_id: str, kind: str | None = None) -> RemoteEntry:
+        """One remote entry; without ``kind``, the one entry of that id in the index."""
+        if kind is not None:
+            return self.client.entry(kind, item_id)
+        found = [e for e in self.client.index() if e.id == item_id]
+        if not found:
+            raise UnknownModelError(
+                f"The store at {self.url} holds no '{item_id}'. List what it holds with "
+                f"`workbench store list --from {self.url}`."
+            )
+        if len(found) > 1:
+            raise WorkbenchError(f"The store at {self.url} holds several entries called '{item_id}' "
+                                 f"({', '.join(e.kind for e in found)}): say which with --kind.")
+        return found[0]
+
+    def pull(self, item_id: str, kind: str | None = None, progress: Progress = quiet, force: bool = False) -> Path:
+        """Install the remote entry into the local store (see ``transfer.pull``); its folder."""
+        return pull(self.local, self.client, self.entry(item_id, kind), progress=progress, force=force)
+
+    def download_model(self, name: str, progress: Progress = quiet, **load_options):
+        """Pull the model if the local store lacks it (or holds an older pull of it) and return
+        it loaded: ``Store(url=URL, api_key=KEY).download_model("gpt2").generate(text)``."""
+        self.pull(name, "model", progress=progress)
+        return self.local.download_model(name, progress=quiet, **load_options)
+
+    def push(self, item_id: str, kind: str | None = None, as_id: str | None = None,
+             progress: Progress = quiet) -> RemoteEntry:
+        """Send a local entry there (see ``transfer.push``); the entry as the remote holds it."""
+        return push(self.local, self.client, item_id, kind=kind, as_id=as_id, progress=progress)

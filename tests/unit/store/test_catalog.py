@@ -1,8 +1,8 @@
 """The shipped catalog is data; every card must parse and pin its sources."""
 import pytest
 
-from workbench.store.catalog import BUILTIN_CARDS, Catalog, parse_card, read_card
 from workbench.errors import CardError, UnknownModelError
+from workbench.store.catalog import BUILTIN_CARDS, Catalog, parse_card, read_card
 
 
 def test_every_shipped_card_parses_and_pins_its_files():

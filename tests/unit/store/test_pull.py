@@ -25,11 +25,10 @@ from workbench.store.remote import (
     RemoteAuthError,
     RemoteEntry,
     RemoteScopeError,
-    RemoteStore,
     RemoteUnavailableError,
     StoreClient,
 )
-from workbench.store.transfer import partial_dir, pull
+from workbench.store.transfer import RemoteStore, partial_dir, pull
 
 KEY = "wb-test-pull"
 KEYS = {"keys": {KEY: ["pull", "generate"], "wb-gen-only": ["generate"]}}

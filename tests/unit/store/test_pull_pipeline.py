@@ -15,8 +15,7 @@ from test_remote_fakeserver import serving
 
 from workbench.errors import DiskSpaceError
 from workbench.store import Store, blobwriter, transfer
-from workbench.store.remote import RemoteStore
-from workbench.store.transfer import partial_dir
+from workbench.store.transfer import RemoteStore, partial_dir
 
 KEY = "wb-test-pipeline"
 KEYS = {"keys": {KEY: ["pull"]}}

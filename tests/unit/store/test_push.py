@@ -11,7 +11,8 @@ from test_remote_fakeserver import serving
 from workbench.cli import main
 from workbench.common import atomic_write_json
 from workbench.store import Store
-from workbench.store.remote import RemoteClashError, RemoteScopeError, RemoteStore
+from workbench.store.remote import RemoteClashError, RemoteScopeError
+from workbench.store.transfer import RemoteStore
 
 KEY = "wb-test-publish"
 KEYS = {"keys": {KEY: ["pull", "publish"], "wb-pull-only": ["pull"]}}

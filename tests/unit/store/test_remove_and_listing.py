@@ -9,10 +9,10 @@ import pytest
 
 from workbench.cli import main
 from workbench.errors import (
-    WorkbenchError,
     ModelNotInstalledError,
     SourceUnavailableError,
     UnknownModelError,
+    WorkbenchError,
 )
 from workbench.store import AVAILABLE, INSTALLED, NEEDS_NETWORK, SOURCE_MISSING, Store
 from workbench.store import catalog as catalog_module

@@ -1,14 +1,14 @@
 """Security defaults: loopback only, no usage statistics, no remote code, no pickles, no reading
 outside the folder the user chose."""
 import shutil
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from workbench.testing import ROOT
 from workbench.errors import InvalidInputError, UnsupportedModelError
 from workbench.store import Store
+from workbench.testing import ROOT
 
 
 def test_server_binds_loopback_and_sends_no_statistics():

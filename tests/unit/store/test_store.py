@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from workbench.store import sources as fetch
-from workbench.store.catalog import Package, Source
 from workbench.errors import (
     DiskSpaceError,
     IntegrityError,
@@ -19,6 +17,8 @@ from workbench.errors import (
 )
 from workbench.runtime.loading import load_model
 from workbench.store import DAMAGED, INSTALLED, NEEDS_NETWORK, Store
+from workbench.store import sources as fetch
+from workbench.store.catalog import Package, Source
 
 
 def test_local_dir_install_verify_remove(isolated_home, tiny_model_dirs):
