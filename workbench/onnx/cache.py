@@ -38,7 +38,6 @@ match ``export.json`` is exported again. This module does not run or time the gr
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -269,6 +268,6 @@ def _build_into(store: Store, card, variant: str, source: OnnxExport | None, ins
     # drop exports made with other library versions: they would never be used again
     for other in target.parent.glob(f"{variant}-*"):
         if other != target and other.is_dir():
-            os.replace(other, staging / f"stale-{other.name}")
+            store.discard_path(other)  # one rename out of the store, then deleted
     progress(1.0, f"exported to {target}")
     return _load_export(target)

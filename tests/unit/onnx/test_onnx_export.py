@@ -200,3 +200,14 @@ def test_reinstalled_weights_invalidate_the_export(tiny_store):
     manifest.write_text(json.dumps(data))
     assert cached_export(tiny_store, "tiny-gpt2") is None
     assert os.path.isdir(export_dir(tiny_store, "tiny-gpt2"))
+
+
+def test_an_export_made_with_other_library_versions_is_dropped(tiny_store):
+    from workbench.onnx import cache
+
+    old = tiny_store.export_root("tiny-gpt2") / "fp32-0000000000000000"  # another versions key
+    old.mkdir(parents=True)
+    (old / "model.onnx").write_bytes(b"old")
+    made = cache.export_model(tiny_store, "tiny-gpt2", "fp32", force=True)
+    assert made.directory.is_dir() and not old.exists()
+    assert list(tiny_store.staging_dir.iterdir()) == []
