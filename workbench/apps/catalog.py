@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from ..errors import CardError, WorkbenchError
 from ..store.entries import entry_digest
-from ..store.install import installing
+from ..store.install import installing, publish
 from ..store.sources import sha256_file
 from .card import AppCard, check_app_id, read_app_card
 from .index import build_index
@@ -276,13 +275,11 @@ def reindex_if_changed(store, app_id: str, card: AppCard) -> list[str]:
             return []
     except WorkbenchError:
         pass  # a missing or unreadable index is rebuilt
-    with store.lock(f"app-{app_id}"):
+    with store.lock(f"app-{app_id}"), store.staging(f"app-index-{app_id}") as scratch:
+        manifest = read_manifest(store, app_id)  # UnknownAppError if it was removed meanwhile
         changed = sorted(n for n in current if indexed_sources_safe(folder / INDEX).get(n) != current[n])
         passages, sources = passages_of(folder, card)
-        tmp = folder / f".{INDEX}.{os.getpid()}.tmp"
-        build_index(tmp, passages, sources)
-        os.replace(tmp, folder / INDEX)
-        manifest = read_manifest(store, app_id)
+        publish(build_index(scratch / INDEX, passages, sources), folder / INDEX)  # one rename, as installs do
         manifest["files"] = files_map(folder)
         from ..common import atomic_write_json
 

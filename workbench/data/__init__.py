@@ -1,7 +1,9 @@
 """Text datasets in the store (named ``data``, never ``datasets``: that would shadow the Hugging
 Face library wherever the repository root is on ``sys.path``).
 
-- ``cards``: dataset cards (TOML in ``corpora/``, shipped in the wheel) as frozen dataclasses.
+- ``cards``: dataset cards (TOML in ``corpora/``, shipped in the wheel) as frozen dataclasses;
+  defined in ``workbench.store.dataset_cards`` (the store checks the cards of the entries it
+  receives), re-exported here.
 - ``formats``: a user's file (plain text, JSONL ``text``, Alpaca, chat ``messages``) into
   documents; the held-out split; rendering chat with the model's template.
 - ``install``: list, install (staging, sha256, atomic rename), verify, remove, add a file.

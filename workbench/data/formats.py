@@ -17,6 +17,8 @@ Formats:
 - ``alpaca``: one JSON object per line with ``instruction``, optional ``input``, ``output``.
 - ``chat``: one JSON object per line with ``messages`` (a list of ``{"role", "content"}``).
 
+The names are ``FORMATS``, defined with the dataset card's schema (``workbench.store.dataset_cards``).
+
 The format of a JSONL file is read from its first record. No tokenization here (see
 ``workbench.finetune.data`` and ``workbench.quality``); no torch.
 """
@@ -26,8 +28,8 @@ import json
 from pathlib import Path
 
 from ..errors import DatasetFormatError
+from ..store.dataset_cards import FORMATS  # the card schema names the formats; they are read here
 
-FORMATS = ("text", "jsonl-text", "alpaca", "chat")
 Document = str | dict | list  # text | {"prompt", "completion"} | chat messages
 MIN_CHARS = 200  # less text than this cannot be split into training and held-out parts
 HOLD_OUT_EVERY = 10  # every 10th record (or the last tenth of a text) is held out

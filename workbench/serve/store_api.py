@@ -58,6 +58,7 @@ from ..store.entries import (
     StoreIndex,
     UnknownEntryError,
 )
+from ..store.install import publish
 from .errors import (
     BadEntryError,
     BlobMismatchError,
@@ -373,7 +374,7 @@ async def put_blob(token: str, sha256: str, request: Request):
                     f"The bytes received ({done:,}) do not hash to {sha256[:16]}... (size declared "
                     f"{declared:,}); nothing was kept. The file changed or was damaged on the way: send it again.")
             final = up.folder / sha256
-            os.replace(tmp, final)
+            await run_in_threadpool(publish, tmp, final)  # the store's one rename into place
             up.received[sha256] = final
         except OSError as err:
             if err.errno == 28:  # ENOSPC

