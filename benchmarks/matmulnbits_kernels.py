@@ -18,50 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
-import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 
-BLOCK = 32
-
-
-def session(n: int, k: int, bits: int | None, accuracy: int, zero_points: bool, threads: int):
-    """A one-node graph ``y = x @ W`` (W: (k, n)); ``bits`` None = fp32 MatMul. Returns the
-    session and the bytes of its constants."""
-    rng = np.random.default_rng(0)
-    blocks = k // BLOCK
-    if bits is None:
-        inits = [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")]
-        node = helper.make_node("MatMul", ["x", "w"], ["y"])
-    else:
-        inits = [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, BLOCK * bits // 8), dtype=np.uint8), "b"),
-                 numpy_helper.from_array(rng.random(n * blocks, dtype=np.float32), "s")]
-        if zero_points:
-            per_row = (blocks * bits + 7) // 8
-            inits.append(numpy_helper.from_array(rng.integers(0, 256, n * per_row, dtype=np.uint8), "z"))
-        node = helper.make_node("MatMulNBits", ["x"] + [t.name for t in inits], ["y"], domain="com.microsoft",
-                                K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=accuracy)
-    graph = helper.make_graph([node], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]), \
-        sum(len(t.raw_data) for t in inits)
-
-
-def median_ms(sess, k: int, repeats: int) -> float:
-    x = np.random.default_rng(1).random((1, k), dtype=np.float32)
-    for _ in range(20):
-        sess.run(None, {"x": x})
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {"x": x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000
+from workbench.onnx.kernels import matmul_session, median_ms
 
 
 def main() -> int:
@@ -85,7 +45,7 @@ def main() -> int:
     print(f"{'N x K':>12}  {'form':<30} {'ms':>8} {'MB':>7} {'GB/s':>7}")
     for n, k in ((3072, 576), (49152, 576)):
         for label, bits, accuracy, zp, factor in forms:
-            sess, nbytes = session(n, k * factor, bits, accuracy, zp, args.threads)
+            sess, nbytes = matmul_session(n, k * factor, bits, accuracy, zp, args.threads)
             ms = median_ms(sess, k * factor, args.repeats if n < 10000 else max(10, args.repeats // 10))
             print(f"{n:>6} x {k:<4}  {label:<30} {ms:8.3f} {nbytes / 1e6:7.2f} {nbytes / ms / 1e6:7.2f}", flush=True)
     return 0

@@ -29,6 +29,7 @@ from .spec import (
     GRAPHS,
     ONNX_FILE,
     VARIANTS,
+    WIDE_CODES_ENV,
     describe_files,
     export_versions,
     past_names,
@@ -258,6 +259,7 @@ def _child_nbits(model_dir: Path, source: Path, gguf_path: Path, out: Path, thre
     import onnx
 
     from .gguf_blocks import read_gguf
+    from .kernels import wide_codes_timing
     from .nbits import rewrite
     from .spec import ACCURACY_LEVELS
 
@@ -274,7 +276,18 @@ def _child_nbits(model_dir: Path, source: Path, gguf_path: Path, out: Path, thre
     def step(f: float, message: str) -> None:
         _say(0.4 + 0.4 * f, 0.4 + 0.4 * f, message)
 
-    report = rewrite(model, tensors, accuracy_level=level, progress=step)
+    mode = os.environ.get(WIDE_CODES_ENV, "measure")
+    if mode not in ("measure", "fp32", "halves"):
+        raise ExportError(f"{WIDE_CODES_ENV}={mode!r}: use measure (the default), fp32 or halves.")
+
+    def wide_as_fp32(n: int, k: int, offsets: bool) -> dict:
+        if mode == "fp32":
+            return {"fp32": True, "fp32_ms": None, "halves_ms": None, "chosen_by": f"{WIDE_CODES_ENV}=fp32"}
+        _say(0.4, 0.8, f"timing a {n} x {k} weight with 5-8-bit codes: fp32 or two 4-bit halves")
+        return wide_codes_timing(n, k, offsets, threads)
+
+    report = rewrite(model, tensors, accuracy_level=level, progress=step,
+                     wide_as_fp32=None if mode == "halves" else wide_as_fp32)
     if not any(not w.form.startswith("fp32") for w in report.weights):
         raise ExportError(f"No weight of the graph equals a tensor of {gguf_path.name}: the GGUF is not the "
                           "file these weights were converted from. Reinstall the model.")
@@ -284,7 +297,7 @@ def _child_nbits(model_dir: Path, source: Path, gguf_path: Path, out: Path, thre
     _say(0.85, 0.98, "checking the graph against torch")
     facts = _checked_facts(model_dir, meta, out, threads)
     return dict(facts, source_variant=meta["variant"], gguf=gguf_path.name, gguf_types_left=sorted(set(others.values())),
-                **report.to_json())
+                wide_codes=mode, **report.to_json())
 
 
 def _child_gqa(model_dir: Path, out: Path, threads: int) -> dict:

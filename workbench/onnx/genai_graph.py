@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, UnsupportedModelError
+from .graph_tools import drop_unused
 
 GRAPH_NAME = "ort-genai-builder"  # export.json's "graph" for variants made from this graph
 BUILDER_ARCHITECTURES = ("LlamaForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
@@ -219,7 +220,7 @@ def to_workbench_interface(model, hidden_size: int | None = None) -> dict:
         ordered += before.get(id(node), []) + [node]
     del graph.node[:]
     graph.node.extend(ordered)
-    _drop_unused(graph)
+    drop_unused(graph)
     return {"gqa_nodes": len(gqa), "nodes": len(graph.node)}
 
 
@@ -247,19 +248,3 @@ def _exact_embed_scale(graph, hidden_size: int) -> None:
             users = [n for n in graph.node if node.output[0] in n.input]
             if users and all(u.name.startswith("/model/embed_tokens/Mul") for u in users):
                 node.attribute[0].t.CopyFrom(numpy_helper.from_array(exact.astype(np.float32)))
-
-
-def _drop_unused(graph) -> None:
-    """Remove nodes whose outputs nothing reads (the builder's own mask reformatting)."""
-    wanted = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(list(graph.node)):
-        if any(o in wanted for o in node.output):
-            keep.append(node)
-            wanted.update(i for i in node.input if i)
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    used = {i for n in graph.node for i in n.input}
-    inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .gguf_blocks import BlockTensor, split_nibbles
+from .graph_tools import drop_unused, producers
 
 MS_DOMAIN = "com.microsoft"
 
@@ -51,6 +52,7 @@ class RewriteReport:
     weights: list[Replaced] = field(default_factory=list)
     unused_gguf: list[str] = field(default_factory=list)
     accuracy_level: int = 0
+    kernel_choices: dict[str, dict] = field(default_factory=dict)  # "NxK" -> wide_codes_timing's answer
 
     def fp32_left(self) -> list[Replaced]:
         return [w for w in self.weights if w.form.startswith("fp32")]
@@ -69,7 +71,8 @@ class RewriteReport:
 
     def to_json(self) -> dict:
         return {"accuracy_level": self.accuracy_level, "mapping": self.table(),
-                "fp32_left": [w.node for w in self.fp32_left()], "unused_gguf": self.unused_gguf}
+                "fp32_left": [w.node for w in self.fp32_left()], "unused_gguf": self.unused_gguf,
+                "kernel_choices": self.kernel_choices}
 
 
 class RowIndex:
@@ -268,8 +271,10 @@ def _gather_nodes(g: _Graph, ids: str, y: str, t: BlockTensor) -> tuple[list, in
     return [node], data.nbytes + t.scale.nbytes + zp.nbytes
 
 
-def _weight_of(node, inits: dict) -> tuple[str, np.ndarray] | None:
-    """(initializer name, weight as (N, K) rows) if ``node`` multiplies by or gathers from a constant."""
+def _weight_of(node, inits: dict, made_by: dict) -> tuple[str, np.ndarray] | None:
+    """(initializer name, weight as (N, K) rows) if ``node`` multiplies by or gathers from a
+    constant; a ``Gather`` from a 2-D ``Transpose`` of one (how onnxruntime-genai's builder ties
+    the embedding to the LM head's weight) gathers from its transpose."""
     from onnx import numpy_helper
 
     attrs = {a.name: a for a in node.attribute}
@@ -284,16 +289,30 @@ def _weight_of(node, inits: dict) -> tuple[str, np.ndarray] | None:
             b = numpy_helper.to_array(inits[node.input[1]])
             return (node.input[1], b) if b.ndim == 2 else None
     axis = attrs["axis"].i if "axis" in attrs else 0
-    if node.op_type == "Gather" and node.input[0] in inits and axis == 0:
-        d = numpy_helper.to_array(inits[node.input[0]])
-        return (node.input[0], d) if d.ndim == 2 else None
+    if node.op_type == "Gather" and axis == 0:
+        if node.input[0] in inits:
+            d = numpy_helper.to_array(inits[node.input[0]])
+            return (node.input[0], d) if d.ndim == 2 else None
+        source = made_by.get(node.input[0])
+        if source is not None and source.op_type == "Transpose" and source.input[0] in inits:
+            perm = [a.ints for a in source.attribute if a.name == "perm"]
+            d = numpy_helper.to_array(inits[source.input[0]])
+            if d.ndim == 2 and (not perm or list(perm[0]) == [1, 0]):
+                return source.input[0], np.ascontiguousarray(d.T)
     return None
 
 
-def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, progress=None) -> RewriteReport:
+def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, progress=None,
+            wide_as_fp32=None) -> RewriteReport:
     """Replace, in place, every constant weight of ``model`` (an onnx ModelProto with its data
-    loaded) that the GGUF ``tensors`` reproduce exactly. Returns what was done."""
+    loaded) that the GGUF ``tensors`` reproduce exactly. Returns what was done.
+
+    ``wide_as_fp32(n, k, offsets) -> dict`` decides, for a weight with 5- to 8-bit codes and fp32
+    activations (accuracy level 0), whether it stays fp32 (de-quantized, as exact) instead of two
+    4-bit halves: ``kernels.wide_codes_timing`` measures both on this machine. Its answer
+    (``{"fp32": bool, ...}``) is kept in the report. None keeps the halves."""
     graph = model.graph
+    made_by = producers(graph)
     inits = {i.name: i for i in graph.initializer}
     index = RowIndex(tensors)
     g = _Graph(graph)
@@ -303,7 +322,7 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
     candidates = [n for n in graph.node if n.op_type in ("MatMul", "FusedMatMul", "Gather")]
     done = 0
     for node in graph.node:
-        found = _weight_of(node, inits) if node.op_type in ("MatMul", "FusedMatMul", "Gather") else None
+        found = _weight_of(node, inits, made_by) if node.op_type in ("MatMul", "FusedMatMul", "Gather") else None
         if found is None:
             new_nodes.append(node)
             continue
@@ -322,9 +341,13 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
         names = [name for name, _ in runs]
         types = [tensors[name].gguf_type for name in names]
         blocks = {p.block for p in pieces}
+        form = ""
         if node.op_type == "Gather":
             out = _gather_nodes(g, node.input[1], node.output[0], pieces[0]) if len(pieces) == 1 else None
             form = "GatherBlockQuantized 8-bit" if pieces[0].bits > 4 else "GatherBlockQuantized 4-bit"
+        elif len(blocks) == 1 and (choice := _wide_choice(wide_as_fp32, weight.shape, pieces, accuracy_level, report)):
+            why = choice.get("chosen_by") or f"fp32 MatMul {choice['fp32_ms']} ms vs two 4-bit halves {choice['halves_ms']} ms, measured"
+            out, form = None, f"fp32 (5-8-bit codes; {why})"
         elif len(blocks) == 1:
             out = _matmul_nbits_nodes(g, node.input[0], node.output[0], pieces, accuracy_level)
             if eight_bit_form(pieces, accuracy_level):
@@ -336,7 +359,8 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
         else:
             out = None
         if out is None:
-            form = "fp32 (blocks have offsets)" if node.op_type == "Gather" else "fp32 (mixed block sizes)"
+            if not form.startswith("fp32"):
+                form = "fp32 (blocks have offsets)" if node.op_type == "Gather" else "fp32 (mixed block sizes)"
             report.weights.append(Replaced(node.name, node.op_type, weight.shape, names, types, form, before, before))
             new_nodes.append(node)
             continue
@@ -346,13 +370,25 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
         report.weights.append(Replaced(node.name, node.op_type, weight.shape, names, types, form, before, size))
     del graph.node[:]
     graph.node.extend(new_nodes)
-    still_used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in still_used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep + g.new_inits)
+    graph.initializer.extend(g.new_inits)
+    drop_unused(graph)  # the replaced weights, and a Transpose only the old Gather read
     if not any(op.domain == MS_DOMAIN for op in model.opset_import):
         from onnx import helper
 
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     report.unused_gguf = sorted(set(tensors) - used)
     return report
+
+
+def _wide_choice(wide_as_fp32, shape, pieces: list[BlockTensor], accuracy: int, report: RewriteReport) -> dict | None:
+    """The measured answer when a weight with wide codes and fp32 activations should stay fp32,
+    else None (each shape measured once, answers kept in ``report.kernel_choices``)."""
+    if wide_as_fp32 is None or eight_bit_form(pieces, accuracy) or not any(p.bits > 4 for p in pieces):
+        return None
+    n, k = shape
+    offsets = any(p.offset is not None for p in pieces)
+    key = f"{n}x{k}" + (" + offsets" if offsets else "")
+    if key not in report.kernel_choices:
+        report.kernel_choices[key] = wide_as_fp32(n, k, offsets)
+    choice = report.kernel_choices[key]
+    return choice if choice["fp32"] else None

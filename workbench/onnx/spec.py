@@ -17,11 +17,14 @@ DERIVED = tuple(SOURCES)
 FROM_GGUF = ("q4", "q4a8", "gqa_q4", "gqa_q4a8")
 # MatMulNBits: 0 = fp32 activations, 4 = int8 per block
 ACCURACY_LEVELS = {"q4": 0, "q4a8": 4, "gqa_q4": 0, "gqa_q4a8": 4}
+# how a q4 export (fp32 activations) puts weights with 5-8-bit codes in: "measure" (default: the
+# faster of fp32 and two 4-bit halves on this machine, timed at export), "fp32" or "halves"
+WIDE_CODES_ENV = "WORKBENCH_Q4_WIDE_CODES"
 # which graph a variant is: the workbench's own export (torch.onnx, then fusions) or ONNX Runtime's
 # decode graph from onnxruntime-genai's model builder (``genai_graph``); recorded in export.json
 GRAPHS = {v: "ort-genai-builder" if v.startswith("gqa") else "workbench" for v in VARIANTS}
 EXPORT_FORMAT = 1  # bump when the graph's interface changes (all variants are made again)
-RECIPES = {"fp32": 1, "fused": 1, "int8": 2, "q4": 2, "q4a8": 3, "gqa": 1, "gqa_q4": 1, "gqa_q4a8": 1}  # bump one when its recipe changes
+RECIPES = {"fp32": 1, "fused": 1, "int8": 2, "q4": 3, "q4a8": 3, "gqa": 1, "gqa_q4": 2, "gqa_q4a8": 2}  # bump one when its recipe changes
 EXPORT_MANIFEST = "export.json"
 ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -61,8 +64,8 @@ GATHER_OPS = ("Gather", "GatherBlockQuantized")
 
 def weight_bytes_per_token(onnx_path: Path) -> int:
     """Bytes of constant weights one decode step reads: every initializer, except those only
-    gathered from (an embedding table reads one row a token). Read from the graph without its
-    data."""
+    gathered from, directly or through a ``Transpose`` (an embedding table reads one row a
+    token). Read from the graph without its data."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -71,10 +74,14 @@ def weight_bytes_per_token(onnx_path: Path) -> int:
         external = {e.key: e.value for e in init.external_data}
         sizes[init.name] = int(external["length"]) if "length" in external else len(init.raw_data) or (
             len(init.float_data) * 4 + len(init.int64_data) * 8 + len(init.int32_data) * 4)
-    users: dict[str, set[str]] = {}
+    readers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
-            if name in sizes:
-                users.setdefault(name, set()).add("gather" if node.op_type in GATHER_OPS and node.input[0] == name
-                                                  else "other")
-    return sum(size for name, size in sizes.items() if "other" in users.get(name, {"other"}))
+            readers.setdefault(name, []).append(node)
+
+    def gathered_only(name: str) -> bool:  # through a Transpose too (a tied embedding)
+        nodes = readers.get(name, [])
+        return bool(nodes) and all((n.op_type in GATHER_OPS and n.input[0] == name)
+                                   or (n.op_type == "Transpose" and gathered_only(n.output[0])) for n in nodes)
+
+    return sum(size for name, size in sizes.items() if not gathered_only(name))

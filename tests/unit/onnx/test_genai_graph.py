@@ -175,16 +175,17 @@ def _effective_weights(path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_gqa_q4_puts_the_ggufs_own_blocks_in_exactly(gqa_store):
+def test_gqa_q4_puts_the_ggufs_own_blocks_in_exactly(gqa_store, monkeypatch):
     from safetensors.numpy import load_file
 
     from workbench.latency.parity import check_parity
     from workbench.onnx import export_model
-    from workbench.onnx.spec import EXPORT_MANIFEST
+    from workbench.onnx.spec import EXPORT_MANIFEST, WIDE_CODES_ENV
     from workbench.runtime.backends import make_backend
     from workbench.runtime.loading import load_model
 
     store = gqa_store
+    monkeypatch.setenv(WIDE_CODES_ENV, "halves")  # every weight in blocks, 5-8-bit codes as two 4-bit halves
     q4 = export_model(store, "h16-gguf", "gqa_q4")
     manifest = json.loads((q4.directory / EXPORT_MANIFEST).read_text())
     assert manifest["graph"] == "ort-genai-builder" and manifest["source_variant"] == "gqa"
@@ -200,7 +201,12 @@ def test_gqa_q4_puts_the_ggufs_own_blocks_in_exactly(gqa_store):
         assert hits, f"{name} does not de-quantize to any weight of the model"
         found.update(hits)
     assert {"qkv0", "qkv1", "model.embed_tokens.weight"} <= found  # packed q/k/v and the tied LM head
-    assert _ops(q4.onnx_path).get("MatMul", 0) <= 2 * 2 * 8  # only block-offset corrections remain fp32
+    ops = _ops(q4.onnx_path)
+    assert ops.get("MatMul", 0) <= 2 * 2 * 8  # only block-offset corrections remain fp32
+    # the builder's embedding gathers from a Transpose of the LM head's weight: it becomes the
+    # GGUF's own embedding blocks, and the fp32 table leaves the file
+    assert ops.get("GatherBlockQuantized") == 1 and "Transpose" not in ops
+    assert any(row["onnx_form"].startswith("GatherBlockQuantized") for row in manifest["mapping"])
 
     model = load_model("h16-gguf", store=store)
     report = check_parity(model, make_backend(model, "onnxruntime-gqa-q4", store=store),

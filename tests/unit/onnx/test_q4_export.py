@@ -76,14 +76,15 @@ def test_models_not_installed_from_a_gguf_have_no_q4_variants(gguf_store):
     assert {"onnxruntime-q4", "onnxruntime-q4a8", "llamacpp"} <= set(available_backends(store.card(MODEL)))
 
 
-def test_q4_maps_every_matrix_and_matches_torch_to_fp32_rounding(gguf_store):
+def test_q4_maps_every_matrix_and_matches_torch_to_fp32_rounding(gguf_store, monkeypatch):
     from workbench.latency.parity import check_parity
     from workbench.onnx import export_model
-    from workbench.onnx.spec import EXPORT_MANIFEST, weight_bytes_per_token
+    from workbench.onnx.spec import EXPORT_MANIFEST, WIDE_CODES_ENV, weight_bytes_per_token
     from workbench.runtime.backends import make_backend
     from workbench.runtime.loading import load_model
 
     store = gguf_store
+    monkeypatch.setenv(WIDE_CODES_ENV, "halves")  # every weight in blocks, 5-8-bit codes as two 4-bit halves
     q4 = export_model(store, MODEL, "q4")
     manifest = json.loads((q4.directory / EXPORT_MANIFEST).read_text())
     assert manifest["fp32_left"] == [] and manifest["unused_gguf"] == []
@@ -167,3 +168,47 @@ def test_llamacpp_missing_says_how_to_add_it(gguf_store, monkeypatch):
     plain = load_model("tiny-llama", store=gguf_store)
     with pytest.raises(WorkbenchError, match="GGUF"):
         make_backend(plain, "llamacpp", store=gguf_store)
+
+
+@pytest.mark.parametrize("mode", ["measure", "fp32"])
+def test_q4_keeps_wide_codes_in_fp32_where_that_is_faster_and_says_why(gguf_store, monkeypatch, mode):
+    """With fp32 activations a weight with 5-8-bit codes (the tiny twin's Q8_0 LM head) goes in as
+    two 4-bit halves or stays fp32, whichever kernel is faster on this machine (timed at export,
+    or forced): exact either way, the answer and its timings kept in export.json."""
+    from workbench.latency.parity import check_parity
+    from workbench.onnx import export_model
+    from workbench.onnx.spec import EXPORT_MANIFEST, WIDE_CODES_ENV
+    from workbench.runtime.backends import make_backend
+    from workbench.runtime.loading import load_model
+
+    store = gguf_store
+    monkeypatch.setenv(WIDE_CODES_ENV, mode)
+    q4 = export_model(store, MODEL, "q4")
+    manifest = json.loads((q4.directory / EXPORT_MANIFEST).read_text())
+    assert manifest["wide_codes"] == mode
+    choices = manifest["kernel_choices"]
+    assert choices, "the Q8_0 LM head was not considered"
+    forms = {row["onnx_form"] for row in manifest["mapping"] if row["gguf_type"] == "Q8_0"}
+    for choice in choices.values():
+        if mode == "measure":
+            assert choice["fp32_ms"] > 0 and choice["halves_ms"] > 0
+            assert choice["fp32"] == (choice["fp32_ms"] < choice["halves_ms"])
+        else:
+            assert choice["fp32"] and choice["chosen_by"] == f"{WIDE_CODES_ENV}=fp32"
+    kept = any(c["fp32"] for c in choices.values())
+    assert any(f.startswith("fp32 (5-8-bit codes") for f in forms) == kept
+    assert any("2 x 4-bit" in f for f in forms) == (not all(c["fp32"] for c in choices.values()))
+    assert "GatherBlockQuantized 8-bit" in forms  # the embedding stays in blocks: a gather reads one row
+    model = load_model(MODEL, store=store)
+    report = check_parity(model, make_backend(model, "onnxruntime-q4", store=store), "The capital of France is", steps=12)
+    assert report.passed and report.greedy_match == report.greedy_total, report.verdict
+
+
+def test_a_bad_wide_codes_setting_is_refused_with_the_choices(gguf_store, monkeypatch):
+    from workbench.onnx import export_model
+    from workbench.onnx.spec import WIDE_CODES_ENV
+
+    monkeypatch.setenv(WIDE_CODES_ENV, "fastest")
+    with pytest.raises(ExportError, match="measure .*fp32 or halves"):
+        export_model(gguf_store, MODEL, "q4")
+    assert not list(gguf_store.staging_dir.iterdir())
