@@ -14,44 +14,51 @@ import time
 import numpy as np
 
 BLOCK = 32
+WORKING_SET = 256 * 2**20  # bytes a timing run reads: well past the caches of the CPUs seen here
+FP32_MARGIN = 0.9  # fp32 (2-4x the bytes of the blocks) only where it is at least 10 % faster
 
 
 def matmul_session(n: int, k: int, bits: int | None, accuracy: int, zero_points: bool, threads: int,
-                   offsets: bool = False, block: int = BLOCK):
-    """A one-node graph ``y = x @ W`` (x: (1, k), W: (k, n)); ``bits`` None = fp32 ``MatMul``.
-    ``offsets`` adds the per-block offset correction the q4 graphs carry for Q4_1-like blocks
-    (``(x @ S) @ offsetsᵀ``, S summing each block of x). Returns the session and the bytes of its
-    constants."""
+                   offsets: bool = False, block: int = BLOCK, copies: int = 1):
+    """A graph of ``copies`` one-weight products ``y_i = x @ W_i`` (x: (1, k), each W_i: (k, n),
+    its own random values); ``bits`` None = fp32 ``MatMul``. ``offsets`` adds the per-block offset
+    correction the q4 graphs carry for Q4_1-like blocks (``(x @ S) @ offsetsᵀ``, S summing each
+    block of x). Several copies make the weights read from memory, not cache, as in a decode step
+    of a whole model. Returns the session and the bytes of one copy's constants."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     blocks = k // block
-    if bits is None:
-        inits = [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")]
-        nodes = [helper.make_node("MatMul", ["x", "w"], ["y0" if offsets else "y"])]
-    else:
-        inits = [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block * bits // 8), dtype=np.uint8), "b"),
-                 numpy_helper.from_array(rng.random(n * blocks, dtype=np.float32), "s")]
-        if zero_points:
-            per_row = (blocks * bits + 7) // 8
-            inits.append(numpy_helper.from_array(rng.integers(0, 256, n * per_row, dtype=np.uint8), "z"))
-        nodes = [helper.make_node("MatMulNBits", ["x"] + [t.name for t in inits], ["y0" if offsets else "y"],
-                                  domain="com.microsoft", K=k, N=n, bits=bits, block_size=block,
-                                  accuracy_level=accuracy)]
+    inits, nodes, outputs = [], [], []
     if offsets:
-        sums = np.kron(np.eye(blocks, dtype=np.float32), np.ones((block, 1), np.float32))
-        inits += [numpy_helper.from_array(sums, "sums"),
-                  numpy_helper.from_array(rng.random((blocks, n), dtype=np.float32), "off")]
-        nodes += [helper.make_node("MatMul", ["x", "sums"], ["xs"]), helper.make_node("MatMul", ["xs", "off"], ["c"]),
-                  helper.make_node("Add", ["y0", "c"], ["y"])]
-    graph = helper.make_graph(nodes, "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+        inits.append(numpy_helper.from_array(np.kron(np.eye(blocks, dtype=np.float32), np.ones((block, 1), np.float32)), "sums"))
+        nodes.append(helper.make_node("MatMul", ["x", "sums"], ["xs"]))
+    for c in range(copies):
+        y, mine = f"y{c}", []
+        if bits is None:
+            mine.append(numpy_helper.from_array(rng.random((k, n), dtype=np.float32) - 0.5, f"w{c}"))
+            nodes.append(helper.make_node("MatMul", ["x", f"w{c}"], [f"{y}_0" if offsets else y]))
+        else:
+            mine += [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block * bits // 8), dtype=np.uint8), f"b{c}"),
+                     numpy_helper.from_array(rng.random(n * blocks, dtype=np.float32), f"s{c}")]
+            if zero_points:
+                per_row = (blocks * bits + 7) // 8
+                mine.append(numpy_helper.from_array(rng.integers(0, 256, n * per_row, dtype=np.uint8), f"z{c}"))
+            nodes.append(helper.make_node("MatMulNBits", ["x"] + [t.name for t in mine], [f"{y}_0" if offsets else y],
+                                          domain="com.microsoft", K=k, N=n, bits=bits, block_size=block,
+                                          accuracy_level=accuracy))
+        if offsets:
+            mine.append(numpy_helper.from_array(rng.random((blocks, n), dtype=np.float32), f"off{c}"))
+            nodes += [helper.make_node("MatMul", ["xs", f"off{c}"], [f"c{c}"]), helper.make_node("Add", [f"{y}_0", f"c{c}"], [y])]
+        inits += mine
+        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, n]))
+    graph = helper.make_graph(nodes, "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])], outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.force_spinning_stop", "1")
-    nbytes = sum(len(t.raw_data) for t in inits)
+    nbytes = sum(len(t.raw_data) for t in inits if t.name not in ("sums",)) // copies
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]), nbytes
 
 
@@ -68,17 +75,23 @@ def median_ms(session, k: int, repeats: int, warmup: int = 20) -> float:
     return float(np.median(times)) * 1000
 
 
-def wide_codes_timing(n: int, k: int, offsets: bool, threads: int, rounds: int = 5, repeats: int = 5) -> dict:
-    """For an (N, K) weight with 5- to 8-bit codes and fp32 activations: the median ms of it as
+def wide_codes_timing(n: int, k: int, offsets: bool, threads: int, rounds: int = 3, repeats: int = 3,
+                      working_set: int = WORKING_SET) -> dict:
+    """For an (N, K) weight with 5- to 8-bit codes and fp32 activations: ms per product of it as
     fp32 ``MatMul`` (de-quantized) and as two 4-bit halves (``MatMulNBits`` at K = 2K, zero
-    points, and an offset correction when ``offsets``), the two timed in turns; ``{"fp32_ms", "halves_ms",
-    "fp32": whether fp32 is faster}``."""
-    fp32, _ = matmul_session(n, k, None, 0, False, threads)  # de-quantized: no correction
-    halves, _ = matmul_session(n, 2 * k, 4, 0, True, threads, offsets=offsets)
-    warm = max(2, min(20, int(2e8 // (n * k * 4)) + 1))  # fewer runs for a large head
-    a, b = [], []
+    points, and an offset correction when ``offsets``), each form with enough copies of the weight
+    to read ``working_set`` bytes a run (from memory, as a decode step does), the two timed in
+    turns. fp32 is chosen only when it is clearly faster (``FP32_MARGIN``): it holds 2-4 times the
+    bytes. Returns ``{"fp32_ms", "halves_ms", "fp32": the choice}``."""
+    timed = []
+    for bits, factor, extra in ((None, 1, False), (4, 2, offsets)):
+        one = n * k * 4 if bits is None else n * k + n * (2 * k // BLOCK) * 5  # bytes of one copy
+        copies = max(1, min(64, working_set // one))  # a weight as large as the working set: one copy
+        session, _ = matmul_session(n, factor * k, bits, 0, bits is not None, threads, offsets=extra, copies=copies)
+        timed.append((session, factor * k, copies))
+    samples = [[], []]
     for _ in range(rounds):
-        a.append(median_ms(fp32, k, repeats, warmup=warm))
-        b.append(median_ms(halves, 2 * k, repeats, warmup=warm))
-    fp32_ms, halves_ms = float(np.median(a)), float(np.median(b))
-    return {"fp32_ms": round(fp32_ms, 3), "halves_ms": round(halves_ms, 3), "fp32": fp32_ms < halves_ms}
+        for i, (session, width, copies) in enumerate(timed):
+            samples[i].append(median_ms(session, width, repeats, warmup=2) / copies)
+    fp32_ms, halves_ms = (float(np.median(v)) for v in samples)
+    return {"fp32_ms": round(fp32_ms, 3), "halves_ms": round(halves_ms, 3), "fp32": fp32_ms < FP32_MARGIN * halves_ms}
