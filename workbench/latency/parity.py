@@ -26,11 +26,11 @@ orders of magnitude; the second term keeps the bar above float rounding when the
 
 Verdict, per export variant (``THRESHOLDS``): fp32, the fused fp32 graph, q4 (the GGUF's own
 blocks, which de-quantize to exactly the fp32 weights torch runs) and their counterparts on ONNX
-Runtime's own decode graph (gqa, gqa_q4) pass with max |Δlogits| ≤
-tolerance and every greedy token equal. Graphs that re-quantize weights (int8) or activations
-(q4a8, gqa_q4a8, llama.cpp) change logits by design, so they are judged on tokens only, and their logit
-drift is reported, never hidden. This module does
-not time anything (see ``harness``).
+Runtime's own decode graph (gqa, gqa_q4) and onnxruntime-genai's loop on its builder's fp32
+graph (genai_fp32) pass with max |Δlogits| ≤ tolerance and every greedy token equal. Graphs that
+re-quantize weights (int8) or activations (q4a8, gqa_q4a8, genai_int4, llama.cpp) change logits
+by design, so they are judged on tokens only, and their logit drift is reported, never hidden.
+This module does not time anything (see ``harness``).
 """
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ THRESHOLDS = {"fp32": Threshold(True), "fused": Threshold(True), "q4": Threshold
               "gqa": Threshold(True), "gqa_q4": Threshold(True),  # ONNX Runtime's own graph, same bars
               "int8": Threshold(False), "q4a8": Threshold(False), "gqa_q4a8": Threshold(False),
               "genai_int4": Threshold(False),  # onnxruntime-genai's builder re-quantizes: judged on tokens
+              "genai_fp32": Threshold(True),  # its builder's fp32 graph: the same weights, the fp32 bars
               "gguf": Threshold(False)}
 
 

@@ -36,14 +36,17 @@ ORT_GQA_Q4 = "onnxruntime-gqa-q4"  # that graph with the GGUF's own blocks, fp32
 ORT_GQA_Q4A8 = "onnxruntime-gqa-q4a8"  # the same, int8 activations
 LLAMACPP = "llamacpp"
 ORT_GENAI = "onnxruntime-genai"  # onnxruntime-genai's builder graph (int4, re-quantized) and its loop; native
+ORT_GENAI_FP32 = "onnxruntime-genai-fp32"  # its builder's fp32 graph (onnxruntime-gqa's source) and its loop; native
+GENAI_BACKENDS = (ORT_GENAI, ORT_GENAI_FP32)
 # backend name -> export variant
 BACKEND_VARIANTS = {ORT_FP32: "fp32", ORT_FUSED: "fused", ORT_INT8: "int8", ORT_Q4: "q4", ORT_Q4A8: "q4a8",
                     ORT_GQA: "gqa", ORT_GQA_Q4: "gqa_q4", ORT_GQA_Q4A8: "gqa_q4a8"}
 GGUF_BACKENDS = (ORT_Q4, ORT_Q4A8, ORT_GQA_Q4, ORT_GQA_Q4A8, LLAMACPP)  # need the GGUF the model was installed from
 ALL_BACKENDS = (TORCH, ORT_FP32, ORT_FUSED, ORT_INT8, ORT_Q4, ORT_Q4A8, ORT_GQA, ORT_GQA_Q4, ORT_GQA_Q4A8, LLAMACPP,
-                ORT_GENAI)
+                *GENAI_BACKENDS)
 GQA_HEAD_MULTIPLE = 16  # GroupQueryAttention on the CPU needs a head size that is a multiple of 16
-_MODULES = {TORCH: "torch_eager", LLAMACPP: "llamacpp", ORT_GENAI: "genai", **{name: "ort" for name in BACKEND_VARIANTS}}
+_MODULES = {TORCH: "torch_eager", LLAMACPP: "llamacpp", **{name: "genai" for name in GENAI_BACKENDS},
+            **{name: "ort" for name in BACKEND_VARIANTS}}
 
 
 class Backend(Protocol):
@@ -114,10 +117,10 @@ def head_size(model, store=None) -> int | None:
 
 
 def gqa_capable(model, store=None) -> bool:
-    """Whether ONNX Runtime's own decode graph (the builder route: ``onnxruntime-gqa*`` and
-    ``onnxruntime-genai``) is listed for a model: its card says ``onnx``, onnxruntime-genai is
-    importable, the architecture is one the builder makes, and the head size is known and a
-    multiple of 16."""
+    """Whether ONNX Runtime's own decode graph (the builder route: ``onnxruntime-gqa*``,
+    ``onnxruntime-genai`` and ``onnxruntime-genai-fp32``) is listed for a model: its card says
+    ``onnx``, onnxruntime-genai is importable, the architecture is one the builder makes, and the
+    head size is known and a multiple of 16."""
     card = getattr(model, "card", model)
     if not (card.can("onnx") and genai_installed()):
         return False
@@ -134,8 +137,9 @@ def available_backends(model, store=None) -> list[str]:
     when its card says ``onnx``, its q4 variants and llama.cpp when it comes from a GGUF
     (``llamacpp`` is listed even when the optional package is missing: making it says how to add
     it). ONNX Runtime's own decode graph (``onnxruntime-gqa``, with ``-gqa-q4`` / ``-gqa-q4a8``
-    from a GGUF) and ``onnxruntime-genai`` are listed when ``gqa_capable``: a card alone needs a
-    ``head_dim`` field, or ``store`` to read its installed config. The ONNX ones export on first
+    from a GGUF), ``onnxruntime-genai`` and ``onnxruntime-genai-fp32`` are listed when
+    ``gqa_capable``: a card alone needs a ``head_dim`` field, or ``store`` to read its installed
+    config. The ONNX ones export on first
     use (minutes for a real model, cached afterwards): ``workbench.onnx.cached_export`` tells
     whether that wait is ahead."""
     card = getattr(model, "card", model)
@@ -144,7 +148,7 @@ def available_backends(model, store=None) -> list[str]:
     if card.can("onnx"):
         names += [ORT_FP32, ORT_FUSED, ORT_INT8] + ([ORT_Q4, ORT_Q4A8] if gguf else [])
         if gqa_capable(model, store):
-            names += [ORT_GQA] + ([ORT_GQA_Q4, ORT_GQA_Q4A8] if gguf else []) + [ORT_GENAI]
+            names += [ORT_GQA] + ([ORT_GQA_Q4, ORT_GQA_Q4A8] if gguf else []) + list(GENAI_BACKENDS)
     return names + ([LLAMACPP] if gguf else [])
 
 
@@ -190,7 +194,8 @@ def backend_settings(backend) -> dict:
 def _register_native() -> None:
     from .isolated import register_native
 
-    register_native(ORT_GENAI, "workbench.runtime.backends.genai:build", applies=gqa_capable)
+    for name in GENAI_BACKENDS:  # one build hook, the precision told by the name
+        register_native(name, "workbench.runtime.backends.genai:build", applies=gqa_capable)
 
 
 _register_native()

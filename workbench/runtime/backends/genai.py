@@ -1,22 +1,31 @@
-"""onnxruntime-genai as a comparison backend (``onnxruntime-genai``): the field's reference for
-ONNX Runtime, run beside the workbench's own graphs.
+"""onnxruntime-genai as comparison backends: the field's reference for ONNX Runtime, run beside
+the workbench's own graphs. Two backends, one code path, told apart by the builder's precision
+(``Flavor``, one per backend in ``FLAVORS``):
 
-What it runs is onnxruntime-genai's own product, end to end:
+- ``onnxruntime-genai``: its builder's ``int4`` graph with its CPU defaults: the builder
+  **re-quantizes** the fp32 weights itself (round-to-nearest, symmetric, block 32,
+  ``accuracy_level`` 4, i.e. int8 activations inside ``MatMulNBits``, the LM head in int4 too).
+  Its weights are therefore not the GGUF's blocks and its logits drift from torch by design: it
+  is judged on greedy tokens only (variant ``genai_int4``);
+- ``onnxruntime-genai-fp32``: its builder's ``fp32`` graph, the very graph ``onnxruntime-gqa``
+  is made from (the workbench rewrites it to its interface: position ids, rotary before GQA, an
+  additive padding bias, the last position's logits; see ``workbench.onnx.genai_graph``). The
+  same fp32 weights as torch, so it is judged like the workbench's fp32 variants (variant
+  ``genai_fp32``: logits within the fp32 bar, every greedy token equal). Beside
+  ``onnxruntime-gqa`` it measures our loop against genai's on the same graph.
+
+Both run onnxruntime-genai's product end to end:
 
 - **its builder's graph** of the model (``onnxruntime_genai.models.builder``, through
-  ``workbench.onnx.genai_graph.build``), at the builder's ``int4`` precision with its CPU
-  defaults: the builder **re-quantizes** the fp32 weights itself (round-to-nearest, symmetric,
-  block 32, ``accuracy_level`` 4, i.e. int8 activations inside ``MatMulNBits``, the LM head in
-  int4 too). Its weights are therefore not the GGUF's blocks and its logits drift from torch by
-  design: it is judged on greedy tokens only (variant ``genai_int4``);
+  ``workbench.onnx.genai_graph.build``), as the builder writes it;
 - **its C++ loop**: ``og.Model`` / ``og.Generator`` with ``append_tokens`` (which runs the
   model) and ``get_logits`` (the last position's logits, float32).
 
-The graph is built once per model into the store, at
-``store.export_root(id) / "genai-int4-<onnxruntime-genai version>"``, through the install
+Each graph is built once per model into the store, at
+``store.export_root(id) / "genai-<precision>-<onnxruntime-genai version>"``, through the install
 primitive (``store.install.installing``: the export lock, a staging folder, one rename), by a
-child process (``python -m workbench.runtime.backends.genai MODEL_DIR OUT``), and rebuilt when the
-installed entry changes (``Store.fingerprint``, kept in ``genai-build.json``).
+child process (``python -m workbench.runtime.backends.genai MODEL_DIR OUT PRECISION``), and
+rebuilt when the installed entry changes (``Store.fingerprint``, kept in ``genai-build.json``).
 
 ``GenaiBackend`` (what runs in the backend's own child process, ``isolated.IsolatedBackend``)
 implements the ``Backend`` protocol with numpy in and out. One ``og.Generator`` holds one
@@ -35,26 +44,64 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...common import cpu_count, quiet
-from ...errors import ExportError, UnsupportedModelError, WorkbenchError
-from . import ORT_GENAI
+from ...errors import ExportError, InvalidInputError, UnsupportedModelError, WorkbenchError
+from . import ORT_GENAI, ORT_GENAI_FP32
 
-VARIANT = "genai_int4"  # what parity judges it as: re-quantized weights and activations, tokens only
-PRECISION = "int4"
+
+@dataclass(frozen=True)
+class Flavor:
+    """One onnxruntime-genai backend: the builder precision it runs and how it is described and judged."""
+
+    name: str  # the backend's name
+    precision: str  # the builder's precision (its ``-p``): the graph folder's name too
+    variant: str  # what parity judges it as (``latency.parity.THRESHOLDS``)
+    quantization: str
+    note: str
+    crash_hint: str  # added to a crash's message: what runs the same thing safely
+
+
+def _crash_hint(precision: str, safe: str) -> str:
+    return (f"onnxruntime-genai's own runtime died; the workbench's {safe} in the workbench's process-safe loop. "
+            f"Delete the built graph (exports/<model>/genai-{precision}-*) to build it again.")
+
+
+INT4 = Flavor(
+    ORT_GENAI, "int4", "genai_int4",  # re-quantized weights and activations: tokens only
+    quantization=("int4 made by onnxruntime-genai's builder from the fp32 weights (round-to-nearest, symmetric, "
+                  "block 32, accuracy level 4: int8 activations; int4 LM head); not the GGUF's blocks"),
+    note="re-quantized by its builder: judged on greedy tokens",
+    crash_hint=_crash_hint("int4", "onnxruntime-gqa-q4 and -gqa-q4a8 run the same kernels"))
+FP32 = Flavor(
+    ORT_GENAI_FP32, "fp32", "genai_fp32",  # the same fp32 weights as torch: judged as fp32
+    quantization="none: fp32 weights as the store saved them (the builder graph onnxruntime-gqa is rewritten from)",
+    note="the same fp32 weights as torch: judged as fp32 (logits within the fp32 bar, greedy tokens equal)",
+    crash_hint=_crash_hint("fp32", "onnxruntime-gqa runs the same builder graph"))
+FLAVORS = {f.name: f for f in (INT4, FP32)}  # backend name -> flavor
+_BY_PRECISION = {f.precision: f for f in FLAVORS.values()}
+
+# the int4 backend's, as before the fp32 one joined
+VARIANT, PRECISION, QUANTIZATION, CRASH_HINT = INT4.variant, INT4.precision, INT4.quantization, INT4.crash_hint
 BUILD_FILE = "genai-build.json"  # written last: a folder without it is not a finished build
 MAX_CONTEXT = 4096  # the generator allocates its KV buffer for max_length up front
 BUILD_TIMEOUT_S = 3600.0
 INSTALL_HINT = "`.venv/bin/pip install -e '.[bench]'` (onnxruntime-genai==0.18.0)"
-QUANTIZATION = ("int4 made by onnxruntime-genai's builder from the fp32 weights (round-to-nearest, symmetric, "
-                "block 32, accuracy level 4: int8 activations; int4 LM head); not the GGUF's blocks")
-CRASH_HINT = ("onnxruntime-genai's own runtime died; the workbench's onnxruntime-gqa-q4 and -gqa-q4a8 run the same "
-              "kernels in the workbench's process-safe loop. Delete the built graph "
-              "(exports/<model>/genai-int4-*) to build it again.")
+
+
+def flavor(precision: str) -> Flavor:
+    """The backend that runs the builder's ``precision`` graph; raises ``InvalidInputError``
+    listing the ones there are."""
+    try:
+        return _BY_PRECISION[precision]
+    except KeyError:
+        raise InvalidInputError(f"No onnxruntime-genai backend runs the builder's {precision!r} graph: pick one of "
+                                f"{', '.join(_BY_PRECISION)}.") from None
 
 
 def genai_version() -> str | None:
@@ -67,17 +114,19 @@ def genai_version() -> str | None:
         return None
 
 
-def graph_dir(store, model_id: str) -> Path:
-    """Where the builder's int4 graph of ``model_id`` lives in ``store``."""
-    return store.export_root(model_id) / f"genai-{PRECISION}-{genai_version()}"
+def graph_dir(store, model_id: str, precision: str = PRECISION) -> Path:
+    """Where the builder's ``precision`` graph of ``model_id`` lives in ``store`` (one folder per
+    precision and onnxruntime-genai version)."""
+    return store.export_root(model_id) / f"genai-{flavor(precision).precision}-{genai_version()}"
 
 
-def _built(target: Path, fingerprint: str) -> bool:
+def _built(target: Path, fingerprint: str, precision: str) -> bool:
     try:
         facts = json.loads((target / BUILD_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return facts.get("model_fingerprint") == fingerprint and (target / "model.onnx").is_file()
+    return (facts.get("model_fingerprint") == fingerprint and facts.get("precision") == precision
+            and (target / "model.onnx").is_file())
 
 
 def _check_build(stage: Path) -> None:
@@ -86,41 +135,44 @@ def _check_build(stage: Path) -> None:
             raise ExportError(f"onnxruntime-genai's builder wrote no {name}; build again, or report the model.")
 
 
-def ensure_graph(store, model_id: str, progress=quiet, timeout_s: float = BUILD_TIMEOUT_S) -> Path:
-    """The builder's int4 graph of an installed model: the one built before when the entry is
-    unchanged, else built now (minutes for a real model) in a child process and put in place in
-    one rename. Raises ``UnsupportedModelError`` without onnxruntime-genai, ``ExportError`` when
-    the builder fails (nothing is left behind)."""
+def ensure_graph(store, model_id: str, progress=quiet, timeout_s: float = BUILD_TIMEOUT_S,
+                 precision: str = PRECISION) -> Path:
+    """The builder's ``precision`` graph (``int4`` or ``fp32``) of an installed model: the one
+    built before when the entry is unchanged, else built now (minutes for a real model) in a
+    child process and put in place in one rename. Raises ``UnsupportedModelError`` without
+    onnxruntime-genai, ``ExportError`` when the builder fails (nothing is left behind)."""
     from ...store.install import installing
 
+    spec = flavor(precision)
     if genai_version() is None:
-        raise UnsupportedModelError(f"The {ORT_GENAI} backend needs the onnxruntime-genai package: {INSTALL_HINT}.")
+        raise UnsupportedModelError(f"The {spec.name} backend needs the onnxruntime-genai package: {INSTALL_HINT}.")
     card = store.card(model_id)
     model_dir = store.path(card.id)
     fingerprint = store.fingerprint(card.id)
-    target = graph_dir(store, card.id)
-    if _built(target, fingerprint):
+    target = graph_dir(store, card.id, spec.precision)
+    if _built(target, fingerprint, spec.precision):
         return target
-    with installing(store, "genai", f"{card.id}-{PRECISION}", target, lock=f"export-{card.id}",
-                    what=f"building onnxruntime-genai's {PRECISION} graph of {card.id}",
-                    fix=f"make the {ORT_GENAI} backend again") as inst:
-        if _built(target, fingerprint):  # another process built it while this one waited for the lock
+    with installing(store, "genai", f"{card.id}-{spec.precision}", target, lock=f"export-{card.id}",
+                    what=f"building onnxruntime-genai's {spec.precision} graph of {card.id}",
+                    fix=f"make the {spec.name} backend again") as inst:
+        if _built(target, fingerprint, spec.precision):  # another process built it while this one waited for the lock
             return target
-        progress(0.1, f"building onnxruntime-genai's {PRECISION} graph (its builder re-quantizes; minutes)")
-        _run_builder(model_dir, inst.stage, timeout_s)
+        how = "its builder re-quantizes; minutes" if spec.precision != "fp32" else "minutes"
+        progress(0.1, f"building onnxruntime-genai's {spec.precision} graph ({how})")
+        _run_builder(model_dir, inst.stage, timeout_s, spec.precision)
         progress(0.8, "placing the built graph into the store")
-        inst.commit({"model_id": card.id, "model_fingerprint": fingerprint, "precision": PRECISION,
-                     "onnxruntime_genai": genai_version(), "quantization": QUANTIZATION},
+        inst.commit({"model_id": card.id, "model_fingerprint": fingerprint, "precision": spec.precision,
+                     "onnxruntime_genai": genai_version(), "quantization": spec.quantization},
                     manifest_name=BUILD_FILE, verify=_check_build)
     return target
 
 
-def _run_builder(model_dir: Path, out: Path, timeout_s: float) -> None:
-    """Run ``genai_graph.build`` in a child process (the builder loads the whole model)."""
+def _run_builder(model_dir: Path, out: Path, timeout_s: float, precision: str) -> None:
+    """Run ``genai_graph.build`` at ``precision`` in a child process (the builder loads the whole model)."""
     package_root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))}
     try:
-        done = subprocess.run([sys.executable, "-m", __name__, str(model_dir), str(out)], check=False, env=env,
+        done = subprocess.run([sys.executable, "-m", __name__, str(model_dir), str(out), precision], check=False, env=env,
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as err:
         raise ExportError(f"onnxruntime-genai's builder did not finish within {timeout_s:g} s; nothing was kept. "
@@ -146,15 +198,17 @@ def weight_bytes(onnx_path: Path) -> int:
 
 
 class GenaiBackend:
-    """``Backend`` over one onnxruntime-genai model (batch 1, CPU), numpy in and out; the child's side."""
+    """``Backend`` over one onnxruntime-genai model (batch 1, CPU), numpy in and out; the child's
+    side. ``precision`` is the builder's precision ``graph`` was built at: it names the backend
+    (``FLAVORS``) and the variant parity judges it as."""
 
-    name = ORT_GENAI
     device = "cpu"
-    variant = VARIANT
 
-    def __init__(self, graph: str, context: int, threads: int | None = None):
+    def __init__(self, graph: str, context: int, threads: int | None = None, precision: str = PRECISION):
         import onnxruntime_genai as og
 
+        self.flavor = flavor(precision)
+        self.name, self.variant = self.flavor.name, self.flavor.variant
         self.og, self.graph = og, Path(graph)
         self.threads = int(threads or cpu_count())
         self.context = int(min(context, MAX_CONTEXT))
@@ -169,10 +223,10 @@ class GenaiBackend:
 
     def settings(self) -> dict:
         return {"backend": self.name, "device": "cpu", "providers": ["CPUExecutionProvider"], "threads": self.threads,
-                "variant": VARIANT, "graph": str(self.graph / "model.onnx"),
+                "variant": self.variant, "graph": str(self.graph / "model.onnx"), "precision": self.flavor.precision,
                 "graph_optimization": "onnxruntime-genai's builder graph, its own loop",
-                "onnxruntime_genai": self.og.__version__, "context": self.context, "quantization": QUANTIZATION,
-                "note": "re-quantized by its builder: judged on greedy tokens"}
+                "onnxruntime_genai": self.og.__version__, "context": self.context,
+                "quantization": self.flavor.quantization, "note": self.flavor.note}
 
     def weight_bytes_per_token(self) -> int:
         return self._weight_bytes
@@ -214,15 +268,19 @@ class GenaiBackend:
 
 
 def build(model, name: str, progress, device: str | None, threads: int | None, store):
-    """The registry's hook: the builder's graph (built once into the store) run by
-    onnxruntime-genai's loop in a child process (``isolated.IsolatedBackend``)."""
+    """The registry's hook for every name in ``FLAVORS``: the builder's graph at that backend's
+    precision (built once into the store) run by onnxruntime-genai's loop in a child process
+    (``isolated.IsolatedBackend``)."""
     from . import GQA_HEAD_MULTIPLE, head_size
     from .isolated import IsolatedBackend
 
+    if name not in FLAVORS:
+        raise WorkbenchError(f"{name!r} is not an onnxruntime-genai backend: pick one of {', '.join(FLAVORS)}.")
+    spec = FLAVORS[name]
     if device and device.startswith("cuda"):
-        raise WorkbenchError(f"The {ORT_GENAI} comparison backend runs on the CPU here; pick device cpu.")
+        raise WorkbenchError(f"The {name} comparison backend runs on the CPU here; pick device cpu.")
     if not model.card.can("onnx"):
-        raise UnsupportedModelError(f"{model.card.name} cannot be exported to ONNX, so {ORT_GENAI} has nothing to run; "
+        raise UnsupportedModelError(f"{model.card.name} cannot be exported to ONNX, so {name} has nothing to run; "
                                     "pick another backend.")
     from ...onnx.genai_graph import BUILDER_ARCHITECTURES, supports
 
@@ -234,21 +292,23 @@ def build(model, name: str, progress, device: str | None, threads: int | None, s
     if head is None or head % GQA_HEAD_MULTIPLE:
         raise UnsupportedModelError(f"onnxruntime-genai's GroupQueryAttention on the CPU needs a head size that is a "
                                     f"multiple of 16; this model's is {head}. Pick onnxruntime-fused instead.")
-    target = ensure_graph(store, model.card.id, progress)
+    target = ensure_graph(store, model.card.id, progress, precision=spec.precision)
     progress(0.9, "starting onnxruntime-genai in its own process")
-    backend = IsolatedBackend(ORT_GENAI, f"{__name__}:GenaiBackend",
+    backend = IsolatedBackend(name, f"{__name__}:GenaiBackend",
                               {"graph": str(target), "context": int(model.context_length),
-                               "threads": int(threads or cpu_count())}, hint=CRASH_HINT)
-    progress(1.0, f"{ORT_GENAI} ready")
+                               "threads": int(threads or cpu_count()), "precision": spec.precision},
+                              hint=spec.crash_hint)
+    progress(1.0, f"{name} ready")
     return backend
 
 
 def _build_main(argv: list[str]) -> int:
-    """``python -m workbench.runtime.backends.genai MODEL_DIR OUT``: the builder, in this process."""
+    """``python -m workbench.runtime.backends.genai MODEL_DIR OUT [PRECISION]``: the builder, in
+    this process (``PRECISION`` defaults to int4)."""
     from ...onnx import genai_graph
 
-    model_dir, out = (Path(a) for a in argv)
-    genai_graph.build(model_dir, out, PRECISION)
+    model_dir, out, precision = argv[0], argv[1], argv[2] if len(argv) > 2 else PRECISION
+    genai_graph.build(Path(model_dir), Path(out), flavor(precision).precision)
     return 0
 
 
