@@ -54,7 +54,8 @@ def format_table(result) -> str:
         m = result.env["memory_read"]
         lines.append(f"memory read ceiling measured in this run: {m['gb_s']:.1f} GB/s with {m['threads']} threads")
     lengths = list(result.config.prompt_lengths)
-    head = f"{'backend':<18} {'device':<6} " + " ".join(f"{'prefill ' + str(n):>12}" for n in lengths)
+    width = max([len("backend")] + [len(r.backend) for r in result.results])
+    head = f"{'backend':<{width}} {'device':<6} " + " ".join(f"{'prefill ' + str(n):>12}" for n in lengths)
     gpu = any(r.gpu_peak_mb for r in result.results)
     head += f" {'decode p50':>11} {'p90':>7} {'ttft':>8} {'tok/s':>7} {'speedup':>8} {'MB/tok':>7} {'% bw':>5} {'RSS MB':>7}"
     head += f" {'GPU MB':>7}  parity" if gpu else "  parity"
@@ -64,7 +65,7 @@ def format_table(result) -> str:
         s = summary.loc[r.backend]
         cells = " ".join(f"{r.prefill[n].p50:>9.1f} ms" for n in lengths)
         lines.append(
-            f"{r.backend:<18} {r.device:<6} {cells} {r.decode.p50:>8.2f} ms {r.decode.p90:>7.2f} "
+            f"{r.backend:<{width}} {r.device:<6} {cells} {r.decode.p50:>8.2f} ms {r.decode.p90:>7.2f} "
             f"{r.ttft.p50:>8.1f} {r.tokens_per_s:>7.1f} {s['speedup']:>7.2f}x {s['weight_mb_per_token']:>7.1f} "
             f"{100 * s['bandwidth_share']:>4.0f}% {r.peak_rss_mb:>7.0f}"
             + (f" {r.gpu_peak_mb or 0:>7.0f}" if gpu else "") + f"  {s['parity']} {s['greedy_match']}"
