@@ -13,9 +13,11 @@ How a block type becomes ``MatMulNBits`` (see ``gguf_blocks``): 4-bit codes go i
 with their zero point (left out when every block's is the op's default, 8, as for Q4_0 and the
 centred Q4_1 / Q4_K: ONNX Runtime's kernels without zero points are faster,
 docs/measurements/matmulnbits-kernels-cpu.txt); 5-, 6-
-and 8-bit codes go in as 8-bit codes where activations are int8 (``accuracy_level`` 4), and as two
-4-bit halves laid side by side along K, the input fed twice (``Concat(x, x)``), where they are
-fp32 (ONNX Runtime's 8-bit kernel with fp32 activations is far slower than two 4-bit calls); per-block offsets (Q4_1, Q5_1, Q4_K) as a
+and 8-bit codes go in as 8-bit codes where activations are int8 (``accuracy_level`` 4), and where
+they are fp32 as two 4-bit halves laid side by side along K, the input fed twice
+(``Concat(x, x)``; ONNX Runtime's 8-bit kernel with fp32 activations is far slower than two 4-bit
+calls), or left in fp32, de-quantized, where the export measured that faster on this machine
+(``wide_as_fp32``, ``kernels.wide_codes_timing``); per-block offsets (Q4_1, Q5_1, Q4_K) as a
 correction ``(x @ S) @ offsetsᵀ`` where ``S`` sums each block of x. All exact: the graph computes
 with the GGUF's weights, only the order of the float additions differs. ``accuracy_level`` 0
 keeps activations fp32; 4 quantizes them to int8 per block, as llama.cpp's dot products do.
