@@ -11,6 +11,7 @@ from workbench.runtime.backends.isolated import BackendCrashedError, IsolatedBac
 from workbench.runtime.backends.llamacpp import (
     CRASH_HINT,
     EXTRA_BUFTS_ENV,
+    build_has_amx,
     extra_bufts_default,
 )
 
@@ -85,8 +86,12 @@ def open_child(gguf, extra_bufts):
 
 def test_extra_buffer_types_are_off_where_the_cpu_has_amx(monkeypatch):
     monkeypatch.delenv(EXTRA_BUFTS_ENV, raising=False)
-    assert extra_bufts_default(["avx2", "avx512f", "amx_tile", "amx_int8"]) is False
+    amx_cpu = ["avx2", "avx512f", "amx_tile", "amx_int8"]
+    assert extra_bufts_default(amx_cpu, build_amx=True) is False
+    assert extra_bufts_default(amx_cpu, build_amx=False) is True  # a build without AMX kernels runs them
     assert extra_bufts_default(["avx2", "fma", "avx512f", "avx512_vnni"]) is True
+    assert build_has_amx("CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
+    assert not build_has_amx("CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | REPACK = 1 |")
     monkeypatch.setenv(EXTRA_BUFTS_ENV, "1")
     assert extra_bufts_default(["amx_int8"]) is True
     monkeypatch.setenv(EXTRA_BUFTS_ENV, "0")

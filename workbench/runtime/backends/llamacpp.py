@@ -12,8 +12,9 @@ Logits are read from llama.cpp's output buffer after each ``llama_decode`` (the 
 only), as float32.
 
 Extra buffer types (llama.cpp's weight repacking, e.g. the AMX buffer type) crashed at the first
-evaluation on an AMX-capable CPU with a native build, so they are off by default where the CPU
-has AMX (``amx_int8``/``amx_tile``) and on elsewhere; ``WORKBENCH_LLAMACPP_EXTRA_BUFTS=1`` (or
+evaluation on an AMX-capable CPU (in ``ggml_backend_amx_mul_mat``) with a native build, so they
+are off by default where the CPU has AMX (``amx_int8``/``amx_tile``) and the build has its AMX
+kernels (``llama_print_system_info``), on elsewhere; ``WORKBENCH_LLAMACPP_EXTRA_BUFTS=1`` (or
 ``0``) decides instead. ``llama-cpp-python`` 0.3.x has no ``Llama(...)`` argument for them (unknown
 keywords are swallowed by its ``**kwargs``): the field is ``llama_model_params.use_extra_bufts``,
 set here on the defaults ``Llama`` starts from, inside the child only.
@@ -40,16 +41,33 @@ MAX_CONTEXT = 4096  # llama.cpp allocates the whole KV cache up front
 EXTRA_BUFTS_ENV = "WORKBENCH_LLAMACPP_EXTRA_BUFTS"
 AMX_FLAGS = ("amx_int8", "amx_tile", "amx_bf16")
 CRASH_HINT = (
-    "On a CPU with AMX, llama.cpp's extra buffer types crashed at the first evaluation: run with "
-    f"{EXTRA_BUFTS_ENV}=0 (the default where AMX is found), or build llama-cpp-python without AMX "
-    '(CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"); '
+    "On a CPU with AMX, llama.cpp's extra buffer types crashed at the first evaluation in its AMX kernels: run with "
+    f"{EXTRA_BUFTS_ENV}=0 (the default where the CPU and the build have AMX), or build llama-cpp-python without AMX, "
+    "which needs GGML_NATIVE off (a native build compiles the AMX kernels whatever GGML_AMX_* say): "
+    '(CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON '
+    '-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"); '
     "docs/latency.md says more."
 )
 
 
-def extra_bufts_default(flags: list[str] | None = None) -> bool:
+def build_has_amx(system_info: str | None = None) -> bool:
+    """Whether the installed llama.cpp was compiled with its AMX kernels (``AMX_INT8 = 1`` in
+    ``llama_print_system_info()``; ``system_info`` given, that text instead). Imports llama_cpp:
+    call it in the child."""
+    if system_info is None:
+        try:
+            import llama_cpp.llama_cpp as native
+        except ImportError:  # cannot tell: the safe answer
+            return True
+        system_info = native.llama_print_system_info().decode(errors="replace")
+    return "AMX_INT8 = 1" in system_info
+
+
+def extra_bufts_default(flags: list[str] | None = None, build_amx: bool | None = None) -> bool:
     """Whether to let llama.cpp use its extra buffer types: the environment variable when set,
-    else off on a CPU with AMX (``flags``: the CPU's flags, read from /proc/cpuinfo when None)."""
+    else off where both the CPU has AMX (``flags``: the CPU's flags, read from /proc/cpuinfo when
+    None) and the build has AMX kernels (``build_amx``, ``build_has_amx()`` when None), on
+    elsewhere: a build made without AMX runs them on an AMX CPU."""
     value = os.environ.get(EXTRA_BUFTS_ENV, "").strip().lower()
     if value in ("1", "true", "on", "yes"):
         return True
@@ -59,7 +77,9 @@ def extra_bufts_default(flags: list[str] | None = None) -> bool:
         from ...latency.environment import cpu_flags
 
         flags = cpu_flags()
-    return not any(f in flags for f in AMX_FLAGS)
+    if not any(f in flags for f in AMX_FLAGS):
+        return True
+    return not (build_has_amx() if build_amx is None else build_amx)
 
 
 @contextlib.contextmanager
