@@ -28,8 +28,10 @@ from workbench.views import apps as views
 
 VIEWS = ["Store front", "Chat", "Create / edit", "Import"]
 # this page's own state (shared state lives in pages._shared.Keys)
-VIEW, OPEN, CHATS, EXPORT, EDITING, FLASH, RESULTS, GOTO = (
-    "apps_view", "apps_open", "apps_chats", "apps_export", "apps_editing", "apps_flash", "apps_results", "apps_goto")
+VIEW, OPEN, CHATS, EXPORT, EDITING, FLASH, RESULTS = (
+    "apps_view", "apps_open", "apps_chats", "apps_export", "apps_editing", "apps_flash", "apps_results")
+IMP_FILE, IMP_AS = "apps_imp_file", "apps_imp_as"  # the Import view's uploader and "install it as" box
+IMPORTED = "apps_imported"  # {(upload's file_id, "install it as" id or None): the app it became}
 SAVED_EDIT, LAST_VIEW, LAST_OPEN = "apps_saved_edit", "apps_last_view", "apps_last_open"
 FORM = "apps_f_"  # prefix of the create/edit form's widget keys (views.apps.form_values names)
 BLANK = {"id": "", "name": "", "base_model": "", "description": "", "instructions": "", "greeting": "",
@@ -86,9 +88,6 @@ just_saved = st.session_state.pop(SAVED_EDIT, None)  # a saved app stays open in
 if just_saved:
     st.session_state[EDITING] = just_saved
     st.session_state[FORM + "keep"] = list(just_saved[2])
-goto = st.session_state.pop(GOTO, None)  # an app to chat with, set by an action before a rerun
-if goto:
-    open_chat(goto)
 if FORM + "id" not in st.session_state:
     fill_form(BLANK, None)
 # widget state is dropped while another page is open: the view and the open app are kept apart too
@@ -385,21 +384,44 @@ def save(editing, uploads) -> None:
     st.rerun()
 
 
-def importer() -> None:
-    file = st.file_uploader("A .gptapp file", key="apps_imp_file",
-                            help="Made with Export here or `workbench apps export ID --out FILE.gptapp`.")
-    as_id = st.text_input("Install it as (optional: another id)", key="apps_imp_as")
-    if st.button("Import", key="apps_imp_go", type="primary", disabled=file is None):
+def import_upload() -> None:
+    """The Import button's callback: it runs before the page is drawn, so the run that the click
+    starts already shows the imported app's chat (no second run to wait for, or to be overtaken
+    by a rerun the browser sent while it still showed the Import view). Each upload is imported
+    once: the same upload sent again (a double click, a resent message) opens its app's chat, unless
+    that app was removed since."""
+    file = st.session_state.get(IMP_FILE)
+    if file is None:
+        return
+    as_id = (st.session_state.get(IMP_AS) or "").strip() or None
+    done = st.session_state.setdefault(IMPORTED, {})
+    upload = (file.file_id, as_id)
+    if upload not in done or not views.is_installed(store, done[upload]):
         try:
             with tempfile.TemporaryDirectory(prefix="wb-app-import-") as tmp:
                 path = atomic_write_bytes(Path(tmp) / views.flat_name(file.name), file.getvalue())
-                target = import_app(store, path, as_id.strip() or None)
+                done[upload] = import_app(store, path, as_id).name
         except WorkbenchError as err:
-            show_error(err)
+            flash("error", str(err))
             return
-        flash("ok", f"Imported {target.name}: checked every file against its manifest.")
-        st.session_state[GOTO] = target.name
-        st.rerun()
+        flash("ok", f"Imported {done[upload]}: checked every file against its manifest.")
+    open_chat(done[upload])
+
+
+def importer() -> None:
+    file = st.file_uploader("A .gptapp file", key=IMP_FILE,
+                            help="Made with Export here or `workbench apps export ID --out FILE.gptapp`.")
+    as_id = st.text_input("Install it as (optional: another id)", key=IMP_AS)
+    st.button("Import", key="apps_imp_go", type="primary", disabled=file is None, on_click=import_upload)
+    # An upload already imported is still in the uploader only in a rerun that the browser sent
+    # before it drew the imported app's chat (it forgets the upload once the uploader is gone):
+    # that run shows the chat too, here under the form.
+    imported = st.session_state.get(IMPORTED, {}).get((file.file_id, as_id.strip() or None)) if file else None
+    if imported in by_id:
+        st.divider()
+        name = by_id[imported].entry.card.name
+        st.markdown(f"**Imported from this file: {views.md(name)}**")
+        chat_panel(imported, "apps_imp_chat", f"Ask {name}")
 
 
 if view == "Store front":

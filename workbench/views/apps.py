@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..apps.card import AppCard, parse_app_card
-from ..apps.catalog import AppEntry, app_dir, flat_name, list_apps
+from ..apps.catalog import MANIFEST, AppEntry, app_dir, flat_name, list_apps
 from ..apps.evaluation import TestStatus, test_status
 from ..common import atomic_write_bytes
 from ..errors import CardError
@@ -132,6 +132,11 @@ def knowledge_paths(store, app_id: str, keep) -> list[Path]:
     """The installed app's knowledge files named in ``keep`` (paths inside its entry)."""
     folder = app_dir(store, app_id) / "knowledge"
     return [folder / name for name in keep]
+
+
+def is_installed(store, app_id: str) -> bool:
+    """Whether the app is installed in the store now (a built-in one not yet copied in is not)."""
+    return (app_dir(store, app_id) / MANIFEST).is_file()
 
 
 def free_id(store, wanted: str) -> str:
