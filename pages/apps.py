@@ -95,7 +95,7 @@ st.session_state.setdefault(VIEW, st.session_state.get(LAST_VIEW, VIEWS[0]))
 for kind, text in st.session_state.pop(FLASH, []):
     (st.error if kind == "error" else st.success)(text)
 
-view = st.segmented_control("View", VIEWS, key=VIEW, label_visibility="collapsed") or VIEWS[0]
+view = st.segmented_control("View", VIEWS, key=VIEW, required=True, label_visibility="collapsed") or VIEWS[0]
 st.session_state[LAST_VIEW] = view
 problems: list = []
 try:
