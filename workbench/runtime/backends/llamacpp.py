@@ -19,8 +19,8 @@ kernels (``llama_print_system_info``), on elsewhere; ``WORKBENCH_LLAMACPP_EXTRA_
 keywords are swallowed by its ``**kwargs``): the field is ``llama_model_params.use_extra_bufts``,
 set here on the defaults ``Llama`` starts from, inside the child only.
 
-``llama-cpp-python`` is an optional extra that compiles llama.cpp on install (an hour or more on
-2 cores); it is imported only in the child.
+``llama-cpp-python`` is an optional extra that compiles llama.cpp on install (5-11 minutes on 2
+cores with only the library built, see ``hints.INSTALL_HINT``); it is imported only in the child.
 """
 from __future__ import annotations
 
