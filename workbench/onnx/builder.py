@@ -33,6 +33,7 @@ from .spec import (
     describe_files,
     export_versions,
     past_names,
+    wide_codes_mode,
 )
 
 _PROGRESS_OUT = sys.stdout  # the child points this at the real stdout, everything else at stderr
@@ -273,22 +274,23 @@ def _child_nbits(model_dir: Path, source: Path, gguf_path: Path, out: Path, thre
     model = onnx.load(str(source / ONNX_FILE))
     level = ACCURACY_LEVELS[variant]
 
+    progress_at = [0.4]
+
     def step(f: float, message: str) -> None:
-        _say(0.4 + 0.4 * f, 0.4 + 0.4 * f, message)
+        progress_at[0] = 0.4 + 0.4 * f
+        _say(progress_at[0], progress_at[0], message)
 
-    mode = os.environ.get(WIDE_CODES_ENV, "measure")
-    if mode not in ("measure", "fp32", "halves"):
-        raise ExportError(f"{WIDE_CODES_ENV}={mode!r}: use measure (the default), fp32 or halves.")
+    mode = wide_codes_mode() or "measure"
 
-    def wide_as_fp32(n: int, k: int, offsets: bool) -> dict:
+    def wide_as_fp32(n: int, k: int, offsets: bool, block: int) -> dict:
         if mode == "fp32":
             return {"fp32": True, "fp32_ms": None, "halves_ms": None, "chosen_by": f"{WIDE_CODES_ENV}=fp32"}
-        _say(0.4, 0.8, f"timing a {n} x {k} weight with 5-8-bit codes: fp32 or two 4-bit halves")
-        return wide_codes_timing(n, k, offsets, threads)
+        _say(progress_at[0], progress_at[0], f"timing a {n} x {k} weight with 5-8-bit codes: fp32 or two 4-bit halves")
+        return wide_codes_timing(n, k, offsets, threads, block=block)
 
     report = rewrite(model, tensors, accuracy_level=level, progress=step,
                      wide_as_fp32=None if mode == "halves" else wide_as_fp32)
-    if not any(not w.form.startswith("fp32") for w in report.weights):
+    if not any(w.tensors for w in report.weights):  # matched nothing (a weight kept fp32 by choice did match)
         raise ExportError(f"No weight of the graph equals a tensor of {gguf_path.name}: the GGUF is not the "
                           "file these weights were converted from. Reinstall the model.")
     _say(0.8, 0.85, "saving the graph")

@@ -49,7 +49,18 @@ from ..store import Store
 from ..store.install import Installation, installing
 from ..store.sources import sha256_file
 from .driver import run_child
-from .spec import DERIVED, EXPORT_MANIFEST, FROM_GGUF, ONNX_FILE, SOURCES, VARIANTS, past_names, versions_key
+from .spec import (
+    ACCURACY_LEVELS,
+    DERIVED,
+    EXPORT_MANIFEST,
+    FROM_GGUF,
+    ONNX_FILE,
+    SOURCES,
+    VARIANTS,
+    past_names,
+    versions_key,
+    wide_codes_mode,
+)
 
 _VERIFIED: dict[tuple[str, int, int], bool] = {}  # (manifest path, mtime_ns, size) -> hashes ok
 _VERIFIED_LOCK = threading.Lock()
@@ -157,6 +168,9 @@ def cached_export(store: Store, model_id: str, variant: str = "fp32", verify: bo
         manifest = json.loads((directory / EXPORT_MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("model_fingerprint") != store.fingerprint(model_id):
             return None  # the model was reinstalled with other weights
+        mode = wide_codes_mode() if ACCURACY_LEVELS.get(variant) == 0 else None
+        if mode is not None and manifest.get("wide_codes", "halves") != mode:
+            return None  # made with another WORKBENCH_Q4_WIDE_CODES than the one set now
         return _load_export(directory)
     except (KeyError, json.JSONDecodeError, OSError):
         return None
@@ -199,6 +213,8 @@ def export_model(
     the export fails, is interrupted, or exceeds ``timeout_s``.
     """
     _check_variant(variant)
+    if variant in FROM_GGUF:
+        wide_codes_mode()  # a bad WORKBENCH_Q4_WIDE_CODES is refused before any work
     card = store.card(model_id)
     store.path(card.id)  # raises if not installed or damaged
     if variant in DERIVED:

@@ -15,6 +15,7 @@ import numpy as np
 
 BLOCK = 32
 WORKING_SET = 256 * 2**20  # bytes a timing run reads: well past the caches of the CPUs seen here
+MAX_TIMED = 1_500_000_000  # bytes of one fp32 copy past which a weight is not timed (protobuf's 2 GB limit)
 FP32_MARGIN = 0.9  # fp32 (2-4x the bytes of the blocks) only where it is at least 10 % faster
 
 
@@ -76,22 +77,27 @@ def median_ms(session, k: int, repeats: int, warmup: int = 20) -> float:
 
 
 def wide_codes_timing(n: int, k: int, offsets: bool, threads: int, rounds: int = 3, repeats: int = 3,
-                      working_set: int = WORKING_SET) -> dict:
+                      working_set: int = WORKING_SET, block: int = BLOCK) -> dict:
     """For an (N, K) weight with 5- to 8-bit codes and fp32 activations: ms per product of it as
     fp32 ``MatMul`` (de-quantized) and as two 4-bit halves (``MatMulNBits`` at K = 2K, zero
     points, and an offset correction when ``offsets``), each form with enough copies of the weight
     to read ``working_set`` bytes a run (from memory, as a decode step does), the two timed in
     turns. fp32 is chosen only when it is clearly faster (``FP32_MARGIN``): it holds 2-4 times the
-    bytes. Returns ``{"fp32_ms", "halves_ms", "fp32": the choice}``."""
+    bytes. A weight whose fp32 copy is over ``MAX_TIMED`` bytes is not timed (one graph could not
+    hold it) and keeps the halves. Returns ``{"fp32_ms", "halves_ms", "fp32": the choice}``."""
+    if n * k * 4 > MAX_TIMED:
+        return {"fp32_ms": None, "halves_ms": None, "fp32": False,
+                "chosen_by": f"not timed: its fp32 copy would be {n * k * 4 / 1e9:.1f} GB"}
     timed = []
     for bits, factor, extra in ((None, 1, False), (4, 2, offsets)):
-        one = n * k * 4 if bits is None else n * k + n * (2 * k // BLOCK) * 5  # bytes of one copy
+        one = n * k * 4 if bits is None else n * k + n * (2 * k // block) * 5  # bytes of one copy
         copies = max(1, min(64, working_set // one))  # a weight as large as the working set: one copy
-        session, _ = matmul_session(n, factor * k, bits, 0, bits is not None, threads, offsets=extra, copies=copies)
+        session, _ = matmul_session(n, factor * k, bits, 0, bits is not None, threads, offsets=extra, block=block,
+                                    copies=copies)
         timed.append((session, factor * k, copies))
     samples = [[], []]
     for _ in range(rounds):
         for i, (session, width, copies) in enumerate(timed):
             samples[i].append(median_ms(session, width, repeats, warmup=2) / copies)
-    fp32_ms, halves_ms = (float(np.median(v)) for v in samples)
-    return {"fp32_ms": round(fp32_ms, 3), "halves_ms": round(halves_ms, 3), "fp32": fp32_ms < FP32_MARGIN * halves_ms}
+    fp32_ms, halves_ms = (round(float(np.median(v)), 4) for v in samples)  # decided on what is stored
+    return {"fp32_ms": fp32_ms, "halves_ms": halves_ms, "fp32": fp32_ms < FP32_MARGIN * halves_ms}

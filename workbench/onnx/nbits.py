@@ -309,7 +309,7 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
     """Replace, in place, every constant weight of ``model`` (an onnx ModelProto with its data
     loaded) that the GGUF ``tensors`` reproduce exactly. Returns what was done.
 
-    ``wide_as_fp32(n, k, offsets) -> dict`` decides, for a weight with 5- to 8-bit codes and fp32
+    ``wide_as_fp32(n, k, offsets, block) -> dict`` decides, for a weight with 5- to 8-bit codes and fp32
     activations (accuracy level 0), whether it stays fp32 (de-quantized, as exact) instead of two
     4-bit halves: ``kernels.wide_codes_timing`` measures both on this machine. Its answer
     (``{"fp32": bool, ...}``) is kept in the report. None keeps the halves."""
@@ -350,6 +350,7 @@ def rewrite(model, tensors: dict[str, BlockTensor], accuracy_level: int = 0, pro
         elif len(blocks) == 1 and (choice := _wide_choice(wide_as_fp32, weight.shape, pieces, accuracy_level, report)):
             why = choice.get("chosen_by") or f"fp32 MatMul {choice['fp32_ms']} ms vs two 4-bit halves {choice['halves_ms']} ms, measured"
             out, form = None, f"fp32 (5-8-bit codes; {why})"
+            used.update(names)  # matched, and kept in fp32 on purpose
         elif len(blocks) == 1:
             out = _matmul_nbits_nodes(g, node.input[0], node.output[0], pieces, accuracy_level)
             if eight_bit_form(pieces, accuracy_level):
@@ -389,8 +390,9 @@ def _wide_choice(wide_as_fp32, shape, pieces: list[BlockTensor], accuracy: int, 
         return None
     n, k = shape
     offsets = any(p.offset is not None for p in pieces)
-    key = f"{n}x{k}" + (" + offsets" if offsets else "")
+    block = pieces[0].block
+    key = f"{n}x{k}, block {block}" + (" + offsets" if offsets else "")
     if key not in report.kernel_choices:
-        report.kernel_choices[key] = wide_as_fp32(n, k, offsets)
+        report.kernel_choices[key] = wide_as_fp32(n, k, offsets, block)
     choice = report.kernel_choices[key]
     return choice if choice["fp32"] else None

@@ -20,6 +20,7 @@ ACCURACY_LEVELS = {"q4": 0, "q4a8": 4, "gqa_q4": 0, "gqa_q4a8": 4}
 # how a q4 export (fp32 activations) puts weights with 5-8-bit codes in: "measure" (default: the
 # faster of fp32 and two 4-bit halves on this machine, timed at export), "fp32" or "halves"
 WIDE_CODES_ENV = "WORKBENCH_Q4_WIDE_CODES"
+WIDE_CODES_MODES = ("measure", "fp32", "halves")
 # which graph a variant is: the workbench's own export (torch.onnx, then fusions) or ONNX Runtime's
 # decode graph from onnxruntime-genai's model builder (``genai_graph``); recorded in export.json
 GRAPHS = {v: "ort-genai-builder" if v.startswith("gqa") else "workbench" for v in VARIANTS}
@@ -30,6 +31,19 @@ ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 EXPORT_LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")
 BUILDER_LIBRARIES = ("onnxruntime-genai",)  # also keys the builder route's variants
+
+
+def wide_codes_mode() -> str | None:
+    """``WORKBENCH_Q4_WIDE_CODES`` as set (None when unset: ``measure``). Raises ``ExportError``
+    naming the choices for any other value."""
+    import os
+
+    from ..errors import ExportError
+
+    mode = os.environ.get(WIDE_CODES_ENV, "").strip() or None
+    if mode is not None and mode not in WIDE_CODES_MODES:
+        raise ExportError(f"{WIDE_CODES_ENV}={mode!r}: use measure (the default), fp32 or halves.")
+    return mode
 
 
 def past_names(layers: int, prefix: str) -> list[str]:
@@ -60,12 +74,15 @@ def describe_files(folder: Path) -> dict[str, dict]:
 
 
 GATHER_OPS = ("Gather", "GatherBlockQuantized")
+# inputs a step reads one row of per position: an embedding table, rotary cos/sin caches
+ROW_READ_INPUTS = {"Gather": (0,), "GatherBlockQuantized": (0,), "RotaryEmbedding": (2, 3),
+                   "GroupQueryAttention": (7, 8)}
 
 
 def weight_bytes_per_token(onnx_path: Path) -> int:
-    """Bytes of constant weights one decode step reads: every initializer, except those only
-    gathered from, directly or through a ``Transpose`` (an embedding table reads one row a
-    token). Read from the graph without its data."""
+    """Bytes of constant weights one decode step reads: every initializer, except those only read
+    a row at a time (``ROW_READ_INPUTS``: an embedding table, rotary cos/sin caches), directly or
+    through a ``Transpose``. Read from the graph without its data."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -79,9 +96,12 @@ def weight_bytes_per_token(onnx_path: Path) -> int:
         for name in node.input:
             readers.setdefault(name, []).append(node)
 
+    def row_read(node, name: str) -> bool:
+        return any(i < len(node.input) and node.input[i] == name for i in ROW_READ_INPUTS.get(node.op_type, ()))
+
     def gathered_only(name: str) -> bool:  # through a Transpose too (a tied embedding)
         nodes = readers.get(name, [])
-        return bool(nodes) and all((n.op_type in GATHER_OPS and n.input[0] == name)
+        return bool(nodes) and all(row_read(n, name) and list(n.input).count(name) == 1
                                    or (n.op_type == "Transpose" and gathered_only(n.output[0])) for n in nodes)
 
     return sum(size for name, size in sizes.items() if not gathered_only(name))

@@ -225,3 +225,32 @@ def test_a_head_size_gqa_cannot_take_is_refused_with_the_fix(tiny_store):
     with pytest.raises((UnsupportedModelError, ExportError), match="multiple of 16.*fused"):
         export_model(tiny_store, "tiny-llama", "gqa")  # head size 8
     assert not list(tiny_store.staging_dir.iterdir())
+
+
+def test_bytes_per_token_leave_out_what_a_step_reads_a_row_of(tmp_path):
+    """An embedding (directly or through a Transpose of the LM head's weight) and rotary cos/sin
+    caches are read a row a position; a MatMul's weight is read whole."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from workbench.onnx.spec import weight_bytes_per_token
+
+    f = np.float32
+    inits = [numpy_helper.from_array(np.ones((8, 16), f), "lm_head"),  # (hidden, vocab): MatMul and Transpose
+             numpy_helper.from_array(np.ones((64, 2), f), "cos_cache"), numpy_helper.from_array(np.ones((64, 2), f), "sin_cache"),
+             numpy_helper.from_array(np.ones((8, 8), f), "w")]
+    nodes = [helper.make_node("Transpose", ["lm_head"], ["table"], perm=[1, 0]),
+             helper.make_node("Gather", ["table", "ids"], ["x"]),
+             helper.make_node("RotaryEmbedding", ["x", "pos", "cos_cache", "sin_cache"], ["r"], domain="com.microsoft"),
+             helper.make_node("MatMul", ["r", "w"], ["h"]),
+             helper.make_node("MatMul", ["h", "lm_head"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1]),
+                                           helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 1])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 16])], inits)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert weight_bytes_per_token(path) == (8 * 16 + 8 * 8) * 4  # the head (a MatMul reads it) and w
+    nodes[-1] = helper.make_node("MatMul", ["h", "w"], ["logits"])  # an untied head: the table is only gathered
+    graph = helper.make_graph(nodes, "g", graph.input, graph.output, inits)
+    onnx.save(helper.make_model(graph), str(path))
+    assert weight_bytes_per_token(path) == 8 * 8 * 4

@@ -207,9 +207,26 @@ def test_q4_keeps_wide_codes_in_fp32_where_that_is_faster_and_says_why(gguf_stor
 
 def test_a_bad_wide_codes_setting_is_refused_with_the_choices(gguf_store, monkeypatch):
     from workbench.onnx import export_model
+    from workbench.onnx.cache import export_dir
     from workbench.onnx.spec import WIDE_CODES_ENV
 
     monkeypatch.setenv(WIDE_CODES_ENV, "fastest")
     with pytest.raises(ExportError, match="measure .*fp32 or halves"):
         export_model(gguf_store, MODEL, "q4")
     assert not list(gguf_store.staging_dir.iterdir())
+    assert not export_dir(gguf_store, MODEL, "fused").exists()  # refused before any export was made
+
+
+def test_an_export_made_with_another_wide_codes_setting_is_made_again(gguf_store, monkeypatch):
+    from workbench.onnx import cached_export, export_model
+    from workbench.onnx.spec import WIDE_CODES_ENV
+
+    monkeypatch.setenv(WIDE_CODES_ENV, "halves")
+    export_model(gguf_store, MODEL, "q4")
+    assert cached_export(gguf_store, MODEL, "q4") is not None
+    monkeypatch.setenv(WIDE_CODES_ENV, "fp32")
+    assert cached_export(gguf_store, MODEL, "q4") is None  # stale for this setting
+    again = export_model(gguf_store, MODEL, "q4")
+    assert json.loads((again.directory / "export.json").read_text())["wide_codes"] == "fp32"
+    monkeypatch.delenv(WIDE_CODES_ENV)
+    assert cached_export(gguf_store, MODEL, "q4") is not None  # unset: any setting's export serves

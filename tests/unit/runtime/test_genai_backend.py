@@ -20,6 +20,7 @@ import torch
 pytest.importorskip("onnxruntime_genai")
 
 from workbench.errors import WorkbenchError
+from workbench.onnx.spec import weight_bytes_per_token
 from workbench.runtime.backends import (
     ORT_GENAI,
     ORT_GENAI_FP32,
@@ -150,7 +151,7 @@ def test_genai_fp32_runs_the_builders_fp32_graph_in_a_folder_of_its_own_within_t
     assert fp32 != int4 and fp32.name.startswith("genai-fp32-") and int4.name.startswith("genai-int4-")
     facts = json.loads((fp32 / genai.BUILD_FILE).read_text())
     assert facts["precision"] == "fp32" and facts["model_fingerprint"] == head16_store.fingerprint(MODEL)
-    assert genai.weight_bytes(fp32 / "model.onnx") > genai.weight_bytes(int4 / "model.onnx")  # fp32 weights, not int4
+    assert weight_bytes_per_token(fp32 / "model.onnx") > weight_bytes_per_token(int4 / "model.onnx")  # fp32 weights, not int4
 
     with pytest.raises(WorkbenchError, match="pick one of int4, fp32"):
         genai.ensure_graph(head16_store, MODEL, precision="int8")

@@ -183,20 +183,6 @@ def _run_builder(model_dir: Path, out: Path, timeout_s: float, precision: str) -
                           f"Its last output: {tail}")
 
 
-def weight_bytes(onnx_path: Path) -> int:
-    """Bytes of the weights one decode step reads: every initializer that feeds a ``MatMulNBits``,
-    ``MatMul`` or ``Gemm`` (an embedding ``Gather`` reads one row, so it is left out)."""
-    import onnx
-    from onnx import helper
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    sizes = {i.name: int(np.prod(i.dims, dtype=np.int64)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
-             for i in model.graph.initializer}
-    read = {name for node in model.graph.node if node.op_type in ("MatMulNBits", "MatMul", "Gemm")
-            for name in node.input if name in sizes}
-    return int(sum(sizes[name] for name in read))
-
-
 class GenaiBackend:
     """``Backend`` over one onnxruntime-genai model (batch 1, CPU), numpy in and out; the child's
     side. ``precision`` is the builder's precision ``graph`` was built at: it names the backend
@@ -216,7 +202,9 @@ class GenaiBackend:
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {
             "intra_op_num_threads": self.threads, "inter_op_num_threads": 1}}}}))
         self.model = og.Model(config)
-        self._weight_bytes = weight_bytes(self.graph / "model.onnx")
+        from ...onnx.spec import weight_bytes_per_token
+
+        self._weight_bytes = weight_bytes_per_token(self.graph / "model.onnx")
         self._lock = threading.Lock()
         self._generator = None
         self._held: tuple[int, ...] = ()  # the tokens the generator's cache holds now

@@ -185,6 +185,6 @@ def build(model, name: str, progress, device: str | None, threads: int | None, s
     return IsolatedBackend(
         LLAMACPP, f"{__name__}:LlamaCppBackend",
         {"gguf_path": str(path), "context": int(model.context_length), "threads": int(threads or cpu_count()),
-         "extra_bufts": extra_bufts_default()},
+         "extra_bufts": None},  # decided in the child (extra_bufts_default reads the build there)
         hint=CRASH_HINT, weight_bytes=gguf_bytes_per_token(path),
     )
