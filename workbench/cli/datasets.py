@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from ..common import human_bytes
 from ..store import Store
-from .terminal import TerminalProgress
+from .terminal import TerminalProgress, verify_verdict
 
 
 def cmd_list(args) -> int:
@@ -41,15 +40,8 @@ def cmd_remove(args) -> int:
 def cmd_verify(args) -> int:
     from ..data.install import verify_dataset
 
-    problems = verify_dataset(Store(), args.id)
-    if not problems:
-        print(f"{args.id}: ok")
-        return 0
-    print(f"{args.id}: DAMAGED", file=sys.stderr)
-    for p in problems:
-        print(f"  {p}", file=sys.stderr)
-    print(f"Reinstall with: workbench datasets install {args.id} --force", file=sys.stderr)
-    return 1
+    return verify_verdict(args.id, verify_dataset(Store(), args.id), "every file matches the manifest",
+                          f"Reinstall with: workbench datasets install {args.id} --force")
 
 
 def cmd_add(args) -> int:

@@ -11,7 +11,7 @@ import sys
 from ..common import human_bytes, human_count
 from ..store import Store, remotes
 from ..store.transfer import RemoteStore
-from .terminal import TerminalProgress
+from .terminal import TerminalProgress, verify_verdict
 
 
 def _remote(store: Store, where: str, key: str | None) -> RemoteStore:
@@ -72,14 +72,8 @@ def cmd_store_verify(args) -> int:
     report = Store().verify(args.id, progress=TerminalProgress(), check_origin=not args.offline)
     if report.origin:
         print(f"{report.model_id}: {report.origin}")
-    if report.ok:
-        print(f"{report.model_id}: ok ({report.checked} files match the manifest)")
-        return 0
-    print(f"{report.model_id}: DAMAGED", file=sys.stderr)
-    for p in report.problems:
-        print(f"  {p}", file=sys.stderr)
-    print(f"Reinstall with: workbench store install {report.model_id} --force", file=sys.stderr)
-    return 1
+    return verify_verdict(report.model_id, report.problems, f"{report.checked} files match the manifest",
+                          f"Reinstall with: workbench store install {report.model_id} --force")
 
 
 def _verify_other(args) -> int:
@@ -92,14 +86,9 @@ def _verify_other(args) -> int:
     origin = origin_report(store, args.kind, args.id, ask=not args.offline)
     if origin:
         print(f"{args.id}: {origin}")
-    if not problems:
-        print(f"{args.id}: ok (every file matches the manifest)")
-        return 0
-    print(f"{args.id}: DAMAGED", file=sys.stderr)
-    for p in problems:
-        print(f"  {p}", file=sys.stderr)
-    print(f"Install it again: `workbench store pull {args.id} --kind {args.kind} --from URL --force`, or "
-          f"`workbench {'datasets install' if args.kind == 'dataset' else 'apps import'} ...`.", file=sys.stderr)
+    return verify_verdict(args.id, problems, "every file matches the manifest",
+                          f"Install it again: `workbench store pull {args.id} --kind {args.kind} --from URL --force`, or "
+                          f"`workbench {'datasets install' if args.kind == 'dataset' else 'apps import'} ...`.")
     return 1
 
 

@@ -106,3 +106,16 @@ def write_json(target: str | None, data) -> None:
     elif target:
         atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False))
         print(f"wrote {target}", file=sys.stderr)
+
+
+def verify_verdict(item_id: str, problems: list[str], ok_detail: str, fix: str) -> int:
+    """Print a verify result: ``ID: ok (detail)`` and 0, or ``ID: DAMAGED``, each problem and the
+    fix on stderr, and 1."""
+    if not problems:
+        print(f"{item_id}: ok ({ok_detail})")
+        return 0
+    print(f"{item_id}: DAMAGED", file=sys.stderr)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    print(fix, file=sys.stderr)
+    return 1

@@ -41,13 +41,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..common import atomic_write_json, fsync_dir
 from ..errors import DiskSpaceError, WorkbenchError
 
-if TYPE_CHECKING:
-    from .store import Store
+# ``Store`` in annotations is ``workbench.store.store.Store``, named, not imported: this module
+# sits below it (the store class calls it), and annotations are never evaluated here.
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import tomllib
 
@@ -35,8 +35,6 @@ from ..errors import (
     WorkbenchError,
 )
 
-if TYPE_CHECKING:
-    pass
 
 KINDS = ("model", "dataset", "app")
 CHUNK = 1 << 20

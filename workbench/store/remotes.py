@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..common import atomic_write_json, file_lock
 from ..errors import WorkbenchError
 
-if TYPE_CHECKING:
-    from .store import Store
+# ``Store`` in annotations is ``workbench.store.store.Store``, named, not imported: this module
+# sits below it (the store class calls it), and annotations are never evaluated here.
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 

@@ -35,7 +35,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import tomllib
 
@@ -59,8 +58,8 @@ from .install import installing
 from .remote import KINDS, RemoteEntry, StoreClient, stream_file
 from .sources import CHUNK, sha256_file
 
-if TYPE_CHECKING:
-    from .store import Store
+# ``Store`` in annotations is ``workbench.store.store.Store``, named, not imported: this module
+# sits below it (the store class calls it), and annotations are never evaluated here.
 
 MANIFEST = "manifest.json"
 
