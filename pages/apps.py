@@ -32,7 +32,11 @@ VIEW, OPEN, CHATS, EXPORT, EDITING, FLASH, RESULTS = (
     "apps_view", "apps_open", "apps_chats", "apps_export", "apps_editing", "apps_flash", "apps_results")
 IMP_FILE, IMP_AS = "apps_imp_file", "apps_imp_as"  # the Import view's uploader and "install it as" box
 IMPORTED = "apps_imported"  # {(upload's file_id, "install it as" id or None): the app it became}
-SAVED_EDIT, LAST_VIEW, LAST_OPEN = "apps_saved_edit", "apps_last_view", "apps_last_open"
+SAVED_EDIT, LAST_OPEN = "apps_saved_edit", "apps_last_open"
+# The view is kept in VIEW, not in the control's own state: a switch made here (Chat after an import,
+# the form after New app) draws the control anew under the next key of VIEW_SWITCHES, so a rerun the
+# browser sends with the old control's value (it may not have taken in the switch yet) cannot undo it.
+VIEW_SWITCHES = "apps_view_switches"
 FORM = "apps_f_"  # prefix of the create/edit form's widget keys (views.apps.form_values names)
 BLANK = {"id": "", "name": "", "base_model": "", "description": "", "instructions": "", "greeting": "",
          "starters": "", "temperature": 0.0, "top_p": 0.95, "top_k": 50, "max_new_tokens": 128, "stop": "",
@@ -57,9 +61,14 @@ def fill_form(values: dict, editing: tuple | None) -> None:
     st.session_state[EDITING] = editing
 
 
+def switch_view(view: str) -> None:
+    st.session_state[VIEW] = view
+    st.session_state[VIEW_SWITCHES] = st.session_state.get(VIEW_SWITCHES, 0) + 1
+
+
 def start_new(values: dict | None = None) -> None:
     fill_form({**BLANK, **(values or {})}, None)
-    st.session_state[VIEW] = "Create / edit"
+    switch_view("Create / edit")
 
 
 def start_edit(app_id: str) -> None:
@@ -67,18 +76,33 @@ def start_edit(app_id: str) -> None:
         ensure_installed(store, app_id)
         card = get_card(store, app_id)
         fill_form(views.form_values(card), (app_id, app_digest(store, app_id), card.knowledge_names))
-        st.session_state[VIEW] = "Create / edit"
+        switch_view("Create / edit")
     except WorkbenchError as err:
         flash("error", str(err))
 
 
 def open_chat(app_id: str) -> None:
     st.session_state[OPEN] = app_id
-    st.session_state[VIEW] = "Chat"
+    switch_view("Chat")
 
 
 def ask_export(app_id: str) -> None:
     st.session_state[EXPORT] = app_id
+
+
+def remove(app_id: str, builtin: bool) -> None:
+    """The Remove button's callback: it runs before the page is drawn, so the run the click
+    starts lists the apps without this one (no second run in which the old card still shows)."""
+    try:
+        remove_app(store, app_id)
+    except WorkbenchError as err:
+        flash("error", str(err))
+        return
+    st.session_state.get(CHATS, {}).pop(app_id, None)
+    if st.session_state.get(EXPORT) == app_id:
+        st.session_state.pop(EXPORT)
+    flash("ok", f"Removed {app_id}." + (" The built-in app comes back as shipped when it is next used."
+                                        if builtin else ""))
 
 
 draft = st.session_state.pop(Keys.app_draft, None)  # from the Customise page: "make an app from it"
@@ -90,13 +114,14 @@ if just_saved:
     st.session_state[FORM + "keep"] = list(just_saved[2])
 if FORM + "id" not in st.session_state:
     fill_form(BLANK, None)
-# widget state is dropped while another page is open: the view and the open app are kept apart too
-st.session_state.setdefault(VIEW, st.session_state.get(LAST_VIEW, VIEWS[0]))
+# widget state is dropped while another page is open: the open app is kept apart too
+st.session_state.setdefault(VIEW, VIEWS[0])
 for kind, text in st.session_state.pop(FLASH, []):
     (st.error if kind == "error" else st.success)(text)
 
-view = st.segmented_control("View", VIEWS, key=VIEW, required=True, label_visibility="collapsed") or VIEWS[0]
-st.session_state[LAST_VIEW] = view
+view = st.segmented_control("View", VIEWS, key=f"{VIEW}_{st.session_state.get(VIEW_SWITCHES, 0)}",
+                            default=st.session_state[VIEW], required=True, label_visibility="collapsed") or VIEWS[0]
+st.session_state[VIEW] = view
 problems: list = []
 try:
     rows = views.front_rows(store, problems)
@@ -196,16 +221,9 @@ def front() -> None:
                     st.rerun()
                 except WorkbenchError as err:
                     show_error(err)
-            if b[5].button("Remove", key=f"apps_rm_{k}", disabled=not entry.installed,
-                           help="A built-in app comes back as shipped the next time it is used."):
-                try:
-                    remove_app(store, row.id)
-                    st.session_state.get(CHATS, {}).pop(row.id, None)
-                    flash("ok", f"Removed {row.id}." + (" The built-in app comes back as shipped when it is next used."
-                                                        if entry.builtin else ""))
-                    st.rerun()
-                except WorkbenchError as err:
-                    show_error(err)
+            b[5].button("Remove", key=f"apps_rm_{k}", disabled=not entry.installed, on_click=remove,
+                        args=(row.id, entry.builtin),
+                        help="A built-in app comes back as shipped the next time it is used.")
             if st.session_state.get(EXPORT) == row.id:
                 export_buttons(row.id, f"apps_dl_{k}")
             show_results(row.id)

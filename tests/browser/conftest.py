@@ -3,7 +3,8 @@
 ``app_url``: the app on 127.0.0.1 with its own store holding the tiny models (tiny-llama is the
 picked one). ``page``: a Playwright page on the system Chromium that aborts every request to a
 non-loopback host and records it in ``page.external_requests``; a test that ends with any there
-fails. Screenshots go to ``$WORKBENCH_SHOTS`` (default ``artifacts/screenshots``).
+fails. Screenshots go to ``$WORKBENCH_SHOTS`` (default ``artifacts/screenshots``), and a failed
+test leaves one of the page as it was then (``failed-<test name>.png``).
 """
 from __future__ import annotations
 
@@ -11,8 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from workbench.testing.browser import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_app
+from workbench.testing.browser import CHROMIUM, CHROMIUM_ARGS, new_page, shot, start_app, stop_app
 from workbench.testing.stores import make_tiny_store
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +53,10 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     pg = new_page(browser)
     yield pg
+    if request.node.stash.get(FAILED, False):
+        shot(pg, f"failed-{request.node.name}")
     pg.context.close()
     assert pg.external_requests == [], f"the app reached outside this machine: {pg.external_requests}"

@@ -1,5 +1,7 @@
 """The Apps page in headless Chromium: create an app with a knowledge file, chat, open a
 citation, export the .gptapp, remove the app, import the file and chat again (tiny-llama)."""
+from playwright.sync_api import expect
+
 from workbench.testing.browser import shot, wait_idle
 
 HANDBOOK = "# Club\n\n## Hours\nOpens at 5:45.\n"
@@ -69,7 +71,7 @@ def test_create_chat_cite_export_remove_import_chat(app_url, page, tmp_path):
     page.locator(".st-key-apps_card_club").get_by_role("button", name="Remove").click()
     wait_idle(page)
     page.get_by_text("Removed club.").wait_for()
-    assert page.locator(".st-key-apps_card_club").count() == 0
+    expect(page.locator(".st-key-apps_card_club")).to_have_count(0)  # gone once the run has drawn the list
 
     page.get_by_role("radio", name="Import").click()
     wait_idle(page)

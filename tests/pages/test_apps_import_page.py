@@ -48,7 +48,7 @@ def shows_chat_of(at, app_id: str) -> bool:
 
 def test_import_opens_the_chat_and_stale_reruns_neither_import_again_nor_close_it(open_page, tiny_store, package):
     at = open_page("pages/apps.py")
-    at.segmented_control(key="apps_view").set_value("Import").run()
+    at.segmented_control[0].set_value("Import").run()
     empty_form = at._tree  # the Import view as the browser draws it; the upload goes into its uploader
     empty_form.file_uploader(key="apps_imp_file").set_value(("club.gptapp", package, "application/zip"))
     at.run()
@@ -68,11 +68,12 @@ def test_import_opens_the_chat_and_stale_reruns_neither_import_again_nor_close_i
     assert at.session_state["apps_view"] == "Chat" and shows_chat_of(at, "club")
     assert installed_apps(tiny_store) == ["club"]
 
-    # a message the browser sent while it still showed the Import view with the upload, no click
+    # a message the browser sent while it still showed the Import view with the upload, no click:
+    # the view control it carries is the one drawn before the switch to Chat, so the chat stays
     resend(at, empty_form, before_click)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert shows_chat_of(at, "club")
-    at.chat_input(key="apps_imp_chat_input").set_value("When does it open?").run()
+    assert at.session_state["apps_view"] == "Chat" and shows_chat_of(at, "club")
+    at.chat_input(key="apps_chat_input").set_value("When does it open?").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     answer = at.session_state["apps_chats"]["club"][-1]["answer"]
     assert answer.app == "club" and "5:45" in answer.citations[0].text
@@ -85,14 +86,14 @@ def test_import_opens_the_chat_and_stale_reruns_neither_import_again_nor_close_i
     assert any(s.value.startswith("Imported club") for s in at.success) and shows_chat_of(at, "club")
 
     # back to Import on purpose, later: the form is empty and no chat is under it
-    at.segmented_control(key="apps_view").set_value("Chat").run()
-    at.segmented_control(key="apps_view").set_value("Import").run()
+    at.segmented_control[0].set_value("Chat").run()
+    at.segmented_control[0].set_value("Import").run()
     assert at.file_uploader(key="apps_imp_file").value is None and not at.chat_input
 
 
 def test_a_refused_import_is_shown_and_the_form_stays(open_page, tiny_store, package):
     at = open_page("pages/apps.py")
-    at.segmented_control(key="apps_view").set_value("Import").run()
+    at.segmented_control[0].set_value("Import").run()
     at.file_uploader(key="apps_imp_file").set_value(("club.gptapp", package, "application/zip"))
     at.text_input(key="apps_imp_as").set_value("tiny-gpt2").run()  # a model's id
     at.button(key="apps_imp_go").click().run()

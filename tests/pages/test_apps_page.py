@@ -121,7 +121,7 @@ def test_create_edit_duplicate_export_remove(open_page, club):
     at.button(key="apps_try_starter_0").click().run()
     assert at.session_state["apps_chats"]["notes"][-1]["answer"].app == "notes"
     # edit: the form opens with the card; a second edit made meanwhile is refused, not overwritten
-    at.segmented_control(key="apps_view").set_value("Store front").run()
+    at.segmented_control[0].set_value("Store front").run()
     at.button(key="apps_edit_club").click().run()
     assert at.text_input(key="apps_f_name").value == "Club helper"
     assert at.multiselect(key="apps_f_keep").value == ["handbook.md"]
@@ -131,7 +131,7 @@ def test_create_edit_duplicate_export_remove(open_page, club):
     at.button(key="apps_f_save").click().run()
     assert any("changed by someone else" in e.value for e in at.error)
     assert get_card(club, "club").name == "Club helper"
-    at.segmented_control(key="apps_view").set_value("Store front").run()
+    at.segmented_control[0].set_value("Store front").run()
     at.button(key="apps_dup_club").click().run()
     assert get_card(club, "club-copy").knowledge_names == ("handbook.md",)
     at.button(key="apps_exp_club").click().run()
