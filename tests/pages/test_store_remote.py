@@ -101,27 +101,31 @@ def test_pull_runs_in_the_background_and_a_new_session_sees_it_installed(page, s
 
 @pytest.fixture
 def held_pull(monkeypatch):
-    """``RemoteStore.pull`` that reports half-way, then waits for ``release.set()``."""
+    """``RemoteStore.pull`` that reports half-way, sets ``halfway``, then waits for ``release.set()``."""
     import threading
 
     from workbench.store.transfer import RemoteStore
 
-    release, calls = threading.Event(), []
+    release, halfway, calls = threading.Event(), threading.Event(), []
 
     def pull(self, item_id, kind=None, progress=None, force=False):
         calls.append(item_id)
         progress(0.5, f"pulling {item_id}: 1 of 2 files")
+        halfway.set()
         assert release.wait(WAIT_S)
 
     monkeypatch.setattr(RemoteStore, "pull", pull)
-    yield release, calls
+    yield release, halfway, calls
     release.set()
 
 
 def test_a_running_pull_shows_live_progress_and_is_never_started_twice(page, served, isolated_home, held_pull):
-    release, calls = held_pull
+    release, halfway, calls = held_pull
     at = add_remote(page(), "class", served.url, served.keys["team"])
     at.button(key="pull_model_tiny-gpt2").click().run()
+    assert len(at.get("progress")) == 1  # the run the click started shows the pull (maybe still "starting…")
+    assert halfway.wait(WAIT_S)
+    at.run()  # a later run (the page's own refresh, a reload) shows where the pull has got to
     (bar,) = at.get("progress")
     assert "1 of 2 files" in bar.proto.text and bar.proto.value == 50
     assert at.button(key="pull_model_tiny-gpt2").disabled  # no second pull of one id from the page
